@@ -1,0 +1,58 @@
+"""Test set-up: markers, CPU mode before any ``import pcdet``, and a skip summary.
+
+Tests come in three kinds (see README): plain (always run), ``pcdet`` (need an importable
+OpenPCDet) and ``gpu`` (need CUDA). The last line before pytest's own closing line says how
+many tests were skipped for lack of pcdet and for lack of CUDA, so a skip is never silent.
+"""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+HAS_CUDA = torch.cuda.is_available()
+
+# With no CUDA device, OpenPCDet (a source checkout) is only importable through the plugin's
+# CPU mode, which must be switched on before the first ``import pcdet``.
+if not HAS_CUDA and importlib.util.find_spec("pcdet_seal.compat") is not None:
+    from pcdet_seal.compat import enable_cpu_mode
+
+    enable_cpu_mode()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests, visibly, where there is no CUDA device."""
+    if HAS_CUDA:
+        return
+    skip_gpu = pytest.mark.skip(reason="needs CUDA: no CUDA device on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2])
+    return str(longrepr)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Print how many tests were skipped for lack of pcdet / CUDA / spconv, and why."""
+    counts = {"pcdet": 0, "CUDA": 0, "spconv": 0, "other": 0}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = _skip_reason(report)
+        keywords = getattr(report, "keywords", {}) or {}
+        if "CUDA" in reason or "gpu" in keywords:
+            counts["CUDA"] += 1
+        elif "pcdet" in reason or "OpenPCDet" in reason:
+            counts["pcdet"] += 1
+        elif "spconv" in reason:
+            counts["spconv"] += 1
+        else:
+            counts["other"] += 1
+    terminalreporter.write_line(
+        "pcdet-seal skips: {pcdet} for lack of pcdet, {CUDA} for lack of CUDA, "
+        "{spconv} for lack of spconv, {other} other".format(**counts)
+    )
