@@ -15,7 +15,8 @@ HAS_CUDA = torch.cuda.is_available()
 
 # With no CUDA device, OpenPCDet (a source checkout) is only importable through the plugin's
 # CPU mode, which must be switched on before the first ``import pcdet``.
-if not HAS_CUDA and importlib.util.find_spec("pcdet_seal.compat") is not None:
+_COMPAT = importlib.util.find_spec("pcdet_seal.compat")
+if not HAS_CUDA and _COMPAT is not None and _COMPAT.origin not in (None, "namespace"):
     from pcdet_seal.compat import enable_cpu_mode
 
     enable_cpu_mode()

@@ -1,0 +1,155 @@
+"""The masking baselines of seed Table D.8: random, range-aware random and FPS-region masking.
+
+All follow the masking interface of ``pcdet_seal.masking``; only valid voxels are masked, and
+ratios are fractions of each frame's valid voxels (METHOD.md §7 Q12).
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .common import cfg_get, frame_slices, sample_in_groups
+
+
+def _check_ratio(name: str, value: float) -> float:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"MASKING.{name} must lie in [0, 1], got {value}")
+    return value
+
+
+def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> Tensor:
+    """Metric centres (N, 3) as (x, y, z) of voxels given as (N, 4) [b, z, y, x] indices."""
+    zyx = voxel_coords[:, 1:].to(torch.float32)
+    xyz = zyx.flip(1)
+    size = torch.tensor(voxel_size, dtype=torch.float32, device=voxel_coords.device)
+    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=voxel_coords.device)
+    return (xyz + 0.5) * size + lo
+
+
+class _FrameMasker:
+    """Base: loops over frames, applies ``mask_frame`` to the valid voxels, reports ratios."""
+
+    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        features: Tensor,
+        voxel_coords: Tensor,
+        valid: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[Tensor, dict]:
+        """features (N, C) (unused by the baselines), voxel_coords (N, 4), valid (N,) bool."""
+        n = voxel_coords.shape[0]
+        if valid is None:
+            valid = torch.ones(n, dtype=torch.bool, device=voxel_coords.device)
+        mask = torch.zeros(n, dtype=torch.bool, device=voxel_coords.device)
+        frames = []
+        for b, rows in frame_slices(voxel_coords, valid):
+            frame_mask = self.mask_frame(rows, voxel_coords, generator)
+            mask[rows] = frame_mask
+            frames.append({"batch_index": b, "n": int(rows.numel()), "n_masked": int(frame_mask.sum())})
+        return mask, {"mask_ratio": float(mask.sum()) / max(n, 1), "frames": frames}
+
+
+class RandomMask(_FrameMasker):
+    """Uniform random masking of ``floor(n * MASK_RATIO)`` valid voxels per frame."""
+
+    def __init__(self, cfg: Optional[Mapping[str, Any]] = None) -> None:
+        cfg = cfg or {}
+        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
+
+    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        groups = torch.zeros(rows.numel(), dtype=torch.long, device=rows.device)
+        quota = torch.tensor([int(rows.numel() * self.mask_ratio)], device=rows.device)
+        return sample_in_groups(groups, quota, generator)
+
+
+class RangeAwareMask(_FrameMasker):
+    """Range-aware random masking after Occupancy-MAE (METHOD.md §7 Q12).
+
+    Voxels are binned by BEV distance from the sensor with ``DISTANCES`` (default [30, 50] m);
+    bin i is masked at ``MASK_RATIO + RATIO_OFFSETS[i]`` (default offsets [0, -0.2, -0.2]: keep
+    1 - m of near voxels and 1 - m + 0.2 of the rest), clipped to [0, 1]. Needs the voxel grid:
+    ``VOXEL_SIZE`` and ``POINT_CLOUD_RANGE`` (the detector fills them from the dataset).
+    """
+
+    def __init__(self, cfg: Optional[Mapping[str, Any]] = None, *, voxel_size: Optional[Sequence[float]] = None,
+                 point_cloud_range: Optional[Sequence[float]] = None) -> None:
+        cfg = cfg or {}
+        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
+        self.distances = [float(d) for d in cfg_get(cfg, "DISTANCES", [30.0, 50.0])]
+        self.offsets = [float(o) for o in cfg_get(cfg, "RATIO_OFFSETS", [0.0, -0.2, -0.2])]
+        if len(self.offsets) != len(self.distances) + 1:
+            raise ValueError(
+                f"MASKING.RATIO_OFFSETS needs len(DISTANCES) + 1 = {len(self.distances) + 1} entries, "
+                f"got {self.offsets}"
+            )
+        self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
+        self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
+        if self.voxel_size is None or self.pc_range is None:
+            raise ValueError("RangeAwareMask needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
+        # Rounded so that 0.7 - 0.2 is 0.5 and not 0.49999999999999994 (floor would lose a voxel).
+        self.ratios = [min(max(round(self.mask_ratio + o, 9), 0.0), 1.0) for o in self.offsets]
+
+    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        xyz = voxel_centres(voxel_coords[rows], self.voxel_size, self.pc_range)
+        dist = xyz[:, :2].norm(dim=1)
+        edges = torch.tensor(self.distances, dtype=dist.dtype, device=dist.device)
+        bins = torch.bucketize(dist, edges)
+        counts = torch.bincount(bins, minlength=len(self.ratios)).double()
+        ratios = torch.tensor(self.ratios, dtype=torch.float64, device=dist.device)
+        return sample_in_groups(bins, torch.floor(counts * ratios).long(), generator)
+
+
+def farthest_point_sampling(xyz: Tensor, n_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Indices (n_samples,) of farthest point sampling over ``xyz`` (N, 3), random start."""
+    n = xyz.shape[0]
+    n_samples = min(n_samples, n)
+    chosen = torch.empty(n_samples, dtype=torch.long, device=xyz.device)
+    if n_samples == 0:
+        return chosen
+    chosen[0] = torch.randint(n, (1,), device=xyz.device, generator=generator)[0]
+    closest = torch.full((n,), float("inf"), device=xyz.device)
+    for i in range(1, n_samples):
+        closest = torch.minimum(closest, ((xyz - xyz[chosen[i - 1]]) ** 2).sum(1))
+        chosen[i] = closest.argmax()
+    return chosen
+
+
+class FPSMask(_FrameMasker):
+    """FPS-region masking: ``NUM_SEEDS`` farthest-point seeds split the frame into regions.
+
+    Each valid voxel joins its nearest seed; regions are masked whole in random order until
+    ``floor(n * MASK_RATIO)`` voxels are masked, the last region partially (uniformly inside
+    it), so the ratio is exact. Needs ``VOXEL_SIZE`` and ``POINT_CLOUD_RANGE`` like
+    :class:`RangeAwareMask`.
+    """
+
+    def __init__(self, cfg: Optional[Mapping[str, Any]] = None, *, voxel_size: Optional[Sequence[float]] = None,
+                 point_cloud_range: Optional[Sequence[float]] = None) -> None:
+        cfg = cfg or {}
+        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
+        self.num_seeds = int(cfg_get(cfg, "NUM_SEEDS", 256))
+        self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
+        self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
+        if self.voxel_size is None or self.pc_range is None:
+            raise ValueError("FPSMask needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
+
+    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+        n = rows.numel()
+        xyz = voxel_centres(voxel_coords[rows], self.voxel_size, self.pc_range)
+        seeds = farthest_point_sampling(xyz, self.num_seeds, generator)
+        region = torch.cdist(xyz, xyz[seeds]).argmin(1)  # (n,)
+        n_regions = seeds.numel()
+        # Random region order; a voxel's rank = voxels in earlier regions + its rank inside its own.
+        order = torch.argsort(torch.rand(n_regions, generator=generator, device=xyz.device))
+        sizes = torch.bincount(region, minlength=n_regions)
+        before = torch.zeros(n_regions, dtype=torch.long, device=xyz.device)
+        before[order] = torch.cumsum(sizes[order], 0) - sizes[order]
+        target = int(n * self.mask_ratio)
+        # Regions wholly inside the budget are masked; the one crossing it gets the remainder.
+        quota = (target - before).clamp(min=0)
+        return sample_in_groups(region, torch.minimum(quota, sizes), generator)

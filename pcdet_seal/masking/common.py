@@ -1,0 +1,55 @@
+"""Helpers shared by the maskers: config access, per-frame row selection, group sampling."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping, Optional
+
+import torch
+from torch import Tensor
+
+
+def cfg_get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``cfg[key]`` if present (EasyDict or dict), else ``default``."""
+    return cfg[key] if key in cfg else default
+
+
+def frame_slices(voxel_coords: Tensor, valid: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """Yield ``(batch_index, rows)`` per frame; ``rows`` (n_b,) indexes that frame's valid voxels.
+
+    Frames with no valid voxel are skipped. ``voxel_coords`` (N, 4) is [b, z, y, x].
+    """
+    if voxel_coords.dim() != 2 or voxel_coords.shape[1] != 4:
+        raise ValueError(f"voxel_coords must be (N, 4) [b, z, y, x], got shape {tuple(voxel_coords.shape)}")
+    if valid.shape != voxel_coords.shape[:1] or valid.dtype != torch.bool:
+        raise ValueError(
+            f"valid must be a bool tensor of shape ({voxel_coords.shape[0]},), "
+            f"got {valid.dtype} {tuple(valid.shape)}"
+        )
+    batch = voxel_coords[:, 0].long()
+    for b in torch.unique(batch[valid]).tolist():
+        yield int(b), torch.nonzero((batch == b) & valid).flatten()
+
+
+def sample_in_groups(groups: Tensor, quota: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Pick ``quota[g]`` members of every group ``g`` uniformly at random, without replacement.
+
+    Args:
+        groups: (n,) int64 group id of each element, in [0, G).
+        quota: (G,) int64 number to pick per group (clamped to the group size).
+        generator: random source on the device of ``groups``.
+
+    Returns:
+        (n,) bool, True for the picked elements. Vectorised: one random key per element, a
+        sort by (group, key) and a rank within the group.
+    """
+    n = groups.shape[0]
+    device = groups.device
+    if n == 0:
+        return torch.zeros(0, dtype=torch.bool, device=device)
+    keys = torch.rand(n, generator=generator, device=device)
+    order = torch.argsort(keys)
+    order = order[torch.argsort(groups[order], stable=True)]
+    counts = torch.bincount(groups, minlength=quota.shape[0])
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.empty(n, dtype=torch.long, device=device)
+    rank[order] = torch.arange(n, device=device) - starts[groups[order]]
+    return rank < quota[groups]

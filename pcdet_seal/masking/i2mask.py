@@ -1,0 +1,211 @@
+"""I2Mask: inter- and intra-class discrimination-guided masking (METHOD.md §1.5), in torch.
+
+Per frame: k-means on the voxels' Seal targets, a "fastest class sampling" partition of the
+clusters by cosine distance of their centres (most dissimilar clusters masked most), an
+intra-class coefficient from the spread of each cluster, then uniform sampling in each cluster.
+"""
+from __future__ import annotations
+
+import itertools
+from functools import lru_cache
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .common import cfg_get, frame_slices, sample_in_groups
+from .kmeans import kmeans
+
+COS_EPS = 1e-8
+
+
+@lru_cache(maxsize=None)
+def _combinations(k: int, size: int) -> tuple[tuple[int, ...], ...]:
+    return tuple(itertools.combinations(range(k), size))
+
+
+def partition_clusters(dist: Tensor, sizes: Sequence[int]) -> list[Tensor]:
+    """Greedy "fastest class sampling" of K clusters into sets of the given sizes.
+
+    Args:
+        dist: (K, K) pairwise distances between cluster centres.
+        sizes: set sizes summing to K, e.g. (3, 3, 2).
+
+    Returns:
+        One int64 tensor of cluster ids per set (on ``dist``'s device). Step t picks, among
+        the clusters not yet taken, the ``sizes[t]``-subset with the largest mean pairwise
+        distance; ties go to the first subset in ``itertools.combinations`` order (strict ``>``
+        from -inf, as the reference). The last set takes the rest. Subsets of size 1 score 0.
+    """
+    k = dist.shape[0]
+    if sum(sizes) != k:
+        raise ValueError(f"partition sizes {list(sizes)} must add up to the number of clusters {k}")
+    device = dist.device
+    taken = torch.zeros(k, dtype=torch.bool, device=device)
+    sets: list[Tensor] = []
+    for t, size in enumerate(sizes):
+        if t == len(sizes) - 1:
+            sets.append(torch.nonzero(~taken).flatten())
+            break
+        combos = torch.tensor(_combinations(k, size), device=device, dtype=torch.long)  # (S, size)
+        if size > 1:
+            pairs = torch.tensor(list(itertools.combinations(range(size), 2)), device=device)
+            score = dist[combos[:, pairs[:, 0]], combos[:, pairs[:, 1]]].mean(1)
+        else:
+            score = torch.zeros(combos.shape[0], device=device, dtype=dist.dtype)
+        usable = ~taken[combos].any(1)
+        score = torch.where(usable, score, torch.full_like(score, float("-inf")))
+        chosen = combos[score.argmax()]  # argmax returns the first maximum
+        taken[chosen] = True
+        sets.append(chosen)
+    return sets
+
+
+def intra_class_coefficients(
+    feats: Tensor, labels: Tensor, centres: Tensor, lam: float
+) -> tuple[Tensor, Tensor]:
+    """Intra-class coefficients r_c (K,) and mean far-distances D (K,), float64.
+
+    delta_i = ||F_i - mu_{l_i}||_2; D_k = mean of delta over members of k with delta > lam
+    (0 when none); r_c = 1 - D / max D, or 1 everywhere when max D = 0.
+    """
+    k = centres.shape[0]
+    delta = (feats.double() - centres.double()[labels]).norm(dim=1)
+    far = delta > lam
+    sums = torch.zeros(k, dtype=torch.float64, device=feats.device).index_add_(0, labels, torch.where(far, delta, 0.0))
+    cnt = torch.zeros(k, dtype=torch.float64, device=feats.device).index_add_(0, labels, far.double())
+    d = sums / cnt.clamp_min(1.0)
+    dmax = d.max()
+    rc = torch.where(dmax > 0, 1.0 - d / dmax.clamp_min(torch.finfo(torch.float64).tiny), torch.ones_like(d))
+    return rc, d
+
+
+def centre_cosine_distance(centres: Tensor, counts: Tensor) -> Tensor:
+    """(K, K) cosine distance 1 - cos between centres; pairs with an empty cluster get 0.
+
+    Giving empty clusters no dissimilarity keeps them out of the heavily masked sets instead
+    of letting them take a slot there (the reference produced NaN for them).
+    """
+    c = centres.double()
+    norm = c.norm(dim=1)
+    cos = (c @ c.t()) / (norm[:, None] * norm[None, :]).clamp_min(COS_EPS)
+    dist = 1.0 - cos
+    nonempty = counts > 0
+    return torch.where(nonempty[:, None] & nonempty[None, :], dist, torch.zeros_like(dist))
+
+
+class I2Mask:
+    """I2Mask over a batch of frames; the masking interface of ``pcdet_seal.masking``.
+
+    Config keys (OpenPCDet style, all optional): ``N_CLUSTERS`` (8), ``PARTITION``
+    ([3, 3, 2]), ``BASE_RATIOS`` ([0.9, 0.45, 0.0]), ``LAMBDA`` (0.6), ``KMEANS_N_INIT`` (5),
+    ``KMEANS_MAX_ITER`` (50), ``KMEANS_TOL`` (1e-4).
+    """
+
+    def __init__(self, cfg: Optional[Mapping[str, Any]] = None) -> None:
+        cfg = cfg or {}
+        self.n_clusters = int(cfg_get(cfg, "N_CLUSTERS", 8))
+        self.partition = [int(p) for p in cfg_get(cfg, "PARTITION", [3, 3, 2])]
+        self.base_ratios = [float(r) for r in cfg_get(cfg, "BASE_RATIOS", [0.9, 0.45, 0.0])]
+        self.lam = float(cfg_get(cfg, "LAMBDA", 0.6))
+        self.n_init = int(cfg_get(cfg, "KMEANS_N_INIT", 5))
+        self.max_iter = int(cfg_get(cfg, "KMEANS_MAX_ITER", 50))
+        self.tol = float(cfg_get(cfg, "KMEANS_TOL", 1e-4))
+        if sum(self.partition) != self.n_clusters:
+            raise ValueError(
+                f"MASKING.PARTITION {self.partition} must add up to MASKING.N_CLUSTERS {self.n_clusters}"
+            )
+        if len(self.base_ratios) != len(self.partition):
+            raise ValueError(
+                f"MASKING.BASE_RATIOS {self.base_ratios} needs one ratio per PARTITION set {self.partition}"
+            )
+        if not all(0.0 <= r <= 1.0 for r in self.base_ratios):
+            raise ValueError(f"MASKING.BASE_RATIOS {self.base_ratios} must lie in [0, 1]")
+        # Fallback for frames with fewer valid voxels than clusters: the base ratio averaged
+        # over the clusters (what equal-sized clusters with r_c = 1 would give).
+        self.fallback_ratio = sum(p * r for p, r in zip(self.partition, self.base_ratios)) / self.n_clusters
+
+    def mask_frame(self, feats: Tensor, generator: Optional[torch.Generator] = None) -> tuple[Tensor, dict]:
+        """Mask one frame's valid voxels. ``feats`` (n, C) → mask (n,) bool and per-frame stats.
+
+        The stats hold tensors: cluster sizes, partition sets, r_c, D, per-cluster ratio and
+        quota (K,), and the cluster label of every voxel (n,).
+        """
+        n = feats.shape[0]
+        device = feats.device
+        if n < self.n_clusters:
+            m = int(n * self.fallback_ratio)
+            groups = torch.zeros(n, dtype=torch.long, device=device)
+            quota = torch.tensor([m], device=device)
+            mask = sample_in_groups(groups, quota, generator)
+            return mask, {"fallback": True, "n": n, "n_masked": m}
+
+        res = kmeans(feats, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
+                     generator=generator)
+        sets = partition_clusters(centre_cosine_distance(res.centres, res.counts), self.partition)
+        rb = torch.zeros(self.n_clusters, dtype=torch.float64, device=device)
+        for members, ratio in zip(sets, self.base_ratios):
+            rb[members] = ratio
+        rc, d = intra_class_coefficients(feats, res.labels, res.centres, self.lam)
+        ratio = rb * rc
+        quota = torch.floor(res.counts.double() * ratio).long()
+        mask = sample_in_groups(res.labels, quota, generator)
+        stats = {
+            "fallback": False,
+            "n": n,
+            "cluster_sizes": res.counts,
+            "partition": sets,
+            "r_c": rc,
+            "D": d,
+            "ratio": ratio,
+            "quota": quota,
+            "labels": res.labels,
+        }
+        return mask, stats
+
+    def __call__(
+        self,
+        features: Tensor,
+        voxel_coords: Tensor,
+        valid: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[Tensor, dict]:
+        """Mask a batch. features (N, C), voxel_coords (N, 4) [b, z, y, x], valid (N,) bool.
+
+        Returns mask (N,) bool (True = masked; invalid voxels never masked) and stats: python
+        lists per frame (cluster sizes, partition sets, r_c, per-cluster ratios) and the
+        realised mask ratio over all voxels and per frame.
+        """
+        n = features.shape[0]
+        if valid is None:
+            valid = torch.ones(n, dtype=torch.bool, device=features.device)
+        mask = torch.zeros(n, dtype=torch.bool, device=features.device)
+        frames: list[dict] = []
+        for b, rows in frame_slices(voxel_coords, valid):
+            frame_mask, st = self.mask_frame(features[rows], generator)
+            mask[rows] = frame_mask
+            st["batch_index"] = b
+            st["n_voxels"] = int((voxel_coords[:, 0] == b).sum())
+            st["n_masked"] = int(frame_mask.sum())
+            frames.append(st)
+        stats = {
+            "mask_ratio": float(mask.sum()) / max(n, 1),
+            "frames": [_to_python(f) for f in frames],
+        }
+        return mask, stats
+
+
+def _to_python(stats: dict) -> dict:
+    out = {}
+    for key, value in stats.items():
+        if key == "labels":
+            continue
+        if isinstance(value, Tensor):
+            out[key] = value.tolist()
+        elif isinstance(value, list) and value and isinstance(value[0], Tensor):
+            out[key] = [v.tolist() for v in value]
+        else:
+            out[key] = value
+    frame_ratio = out["n_masked"] / out["n_voxels"] if out.get("n_voxels") else 0.0
+    out["mask_ratio"] = frame_ratio
+    return out

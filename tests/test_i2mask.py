@@ -1,0 +1,210 @@
+"""I2Mask against independent re-statements of METHOD.md §1.5."""
+import itertools
+import math
+
+import pytest
+import torch
+
+from pcdet_seal.masking import build_masker
+from pcdet_seal.masking.i2mask import (
+    I2Mask,
+    centre_cosine_distance,
+    intra_class_coefficients,
+    partition_clusters,
+)
+
+from helpers_core import blob_features, coords_for
+
+
+def brute_force_partition(centres: list[list[float]], sizes=(3, 3, 2)) -> list[list[int]]:
+    """The reference's greedy rule written with python loops and math only."""
+
+    def cosdist(a, b):
+        dot = sum(x * y for x, y in zip(a, b))
+        na = math.sqrt(sum(x * x for x in a))
+        nb = math.sqrt(sum(x * x for x in b))
+        return 1.0 - dot / (na * nb)
+
+    remaining = list(range(len(centres)))
+    out = []
+    for size in sizes[:-1]:
+        best, best_score = None, float("-inf")
+        for subset in itertools.combinations(remaining, size):
+            pairs = list(itertools.combinations(subset, 2))
+            score = sum(cosdist(centres[a], centres[b]) for a, b in pairs) / len(pairs)
+            if score > best_score:
+                best, best_score = subset, score
+        out.append(list(best))
+        remaining = [c for c in remaining if c not in best]
+    out.append(remaining)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_partition_matches_brute_force(seed):
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.randn(8, 5, generator=g, dtype=torch.float64)
+    counts = torch.ones(8, dtype=torch.long)
+    ours = partition_clusters(centre_cosine_distance(centres, counts), [3, 3, 2])
+    assert [s.tolist() for s in ours] == brute_force_partition(centres.tolist())
+
+
+def test_partition_on_hand_made_centres():
+    # Three mutually opposite-ish directions (0, 3, 6) must be picked first.
+    angles = {0: 0.0, 3: 120.0, 6: 240.0, 1: 10.0, 2: 20.0, 4: 130.0, 5: 140.0, 7: 250.0}
+    centres = torch.tensor([[math.cos(math.radians(angles[i])), math.sin(math.radians(angles[i]))] for i in range(8)],
+                           dtype=torch.float64)
+    sets = partition_clusters(centre_cosine_distance(centres, torch.ones(8, dtype=torch.long)), [3, 3, 2])
+    assert sets[0].tolist() == [0, 3, 6]
+    assert [s.tolist() for s in sets] == brute_force_partition(centres.tolist())
+
+
+def test_partition_ties_take_first_combination():
+    centres = torch.ones(8, 3, dtype=torch.float64)  # all distances 0: every subset ties
+    sets = partition_clusters(centre_cosine_distance(centres, torch.ones(8, dtype=torch.long)), [3, 3, 2])
+    assert [s.tolist() for s in sets] == [[0, 1, 2], [3, 4, 5], [6, 7]]
+
+
+def test_other_partition_sizes():
+    g = torch.Generator().manual_seed(11)
+    centres = torch.randn(8, 4, generator=g, dtype=torch.float64)
+    sets = partition_clusters(centre_cosine_distance(centres, torch.ones(8, dtype=torch.long)), [4, 2, 2])
+    assert [s.tolist() for s in sets] == brute_force_partition(centres.tolist(), (4, 2, 2))
+
+
+def test_intra_class_coefficients_by_hand():
+    # Cluster 0: distances 0.5, 0.8, 1.0 -> far ones 0.8, 1.0 -> D0 = 0.9
+    # Cluster 1: distance 0.7 -> D1 = 0.7;  cluster 2: distance 0.1 -> none beyond 0.6 -> D2 = 0
+    feats = torch.tensor([[0.5, 0.0], [0.0, 0.8], [-1.0, 0.0], [10.7, 0.0], [20.0, 0.1]])
+    labels = torch.tensor([0, 0, 0, 1, 2])
+    centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [20.0, 0.0]])
+    rc, d = intra_class_coefficients(feats, labels, centres, 0.6)
+    assert d.tolist() == pytest.approx([0.9, 0.7, 0.0])
+    assert rc.tolist() == pytest.approx([0.0, 1 - 0.7 / 0.9, 1.0])
+
+
+def test_intra_class_all_close_gives_ones():
+    feats = torch.zeros(6, 2)
+    rc, d = intra_class_coefficients(feats, torch.tensor([0, 0, 1, 1, 2, 2]), torch.zeros(3, 2), 0.6)
+    assert rc.tolist() == [1.0, 1.0, 1.0] and d.tolist() == [0.0, 0.0, 0.0]
+
+
+def _spread_frame(seed: int, n: int = 4000):
+    # Spreads chosen so that distances to the centre straddle lambda = 0.6 differently per cluster.
+    return blob_features(n, seed=seed, spreads=[0.04, 0.06, 0.08, 0.09, 0.1, 0.11, 0.12, 0.13])[0]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_frame_invariants(seed):
+    feats = _spread_frame(seed)
+    masker = I2Mask({"N_CLUSTERS": 8, "PARTITION": [3, 3, 2], "BASE_RATIOS": [0.9, 0.45, 0.0], "LAMBDA": 0.6})
+    mask, st = masker.mask_frame(feats, torch.Generator().manual_seed(seed))
+    labels = st["labels"]
+    sizes = torch.bincount(labels, minlength=8)
+    masked = torch.bincount(labels[mask], minlength=8)
+    # K3 is never masked, nor the cluster with the largest D.
+    assert masked[st["partition"][2]].sum() == 0
+    assert masked[int(torch.argmax(st["D"]))] == 0
+    # r_c recomputed independently from the labels with the member means as centres.
+    centres = torch.stack([feats[labels == j].double().mean(0) for j in range(8)])
+    delta = (feats.double() - centres[labels]).norm(dim=1)
+    d_ref = []
+    for j in range(8):
+        far = delta[(labels == j) & (delta > 0.6)]
+        d_ref.append(float(far.mean()) if far.numel() else 0.0)
+    rc_ref = [1 - x / max(d_ref) for x in d_ref]
+    # Centres are float32 means inside the masker, float64 here.
+    assert st["r_c"].tolist() == pytest.approx(rc_ref, abs=1e-6)
+    base = {}
+    for members, r in zip(st["partition"], [0.9, 0.45, 0.0]):
+        for j in members.tolist():
+            base[j] = r
+    expected = [int(int(sizes[j]) * (base[j] * rc_ref[j])) for j in range(8)]
+    assert masked.tolist() == expected
+    assert sum(expected) > 0
+
+
+def test_batch_valid_and_stats():
+    f0, f1 = _spread_frame(0, 3000), _spread_frame(1, 2000)
+    feats = torch.cat([f0, f1])
+    coords = coords_for([3000, 2000])
+    valid = torch.ones(5000, dtype=torch.bool)
+    valid[::5] = False
+    mask, st = I2Mask()(feats, coords, valid, torch.Generator().manual_seed(0))
+    assert mask.dtype == torch.bool and mask.shape == (5000,)
+    assert not mask[~valid].any()
+    assert st["mask_ratio"] == pytest.approx(float(mask.float().mean()))
+    assert [fr["batch_index"] for fr in st["frames"]] == [0, 1]
+    assert [fr["n_voxels"] for fr in st["frames"]] == [3000, 2000]
+    for fr in st["frames"]:
+        assert len(fr["cluster_sizes"]) == 8 and sum(fr["cluster_sizes"]) == fr["n"]
+        assert sorted(sum(fr["partition"], [])) == list(range(8))
+        assert 0.0 < fr["mask_ratio"] < 0.9
+
+
+def test_seeded_runs_identical():
+    feats = _spread_frame(5)
+    coords = coords_for([4000])
+    m1, _ = I2Mask()(feats, coords, None, torch.Generator().manual_seed(3))
+    m2, _ = I2Mask()(feats, coords, None, torch.Generator().manual_seed(3))
+    m3, _ = I2Mask()(feats, coords, None, torch.Generator().manual_seed(4))
+    assert torch.equal(m1, m2)
+    assert not torch.equal(m1, m3)
+
+
+@pytest.mark.parametrize("n", [1, 5, 7])
+def test_fewer_voxels_than_clusters(n):
+    feats = torch.randn(n, 64)
+    mask, st = I2Mask()(feats, coords_for([n]), None, torch.Generator().manual_seed(0))
+    # Uniform at the partition-weighted base ratio (3*0.9 + 3*0.45 + 2*0) / 8.
+    assert int(mask.sum()) == int(n * (3 * 0.9 + 3 * 0.45) / 8)
+    assert st["frames"][0]["fallback"] is True
+
+
+def test_identical_features_no_nan():
+    feats = torch.ones(500, 64) / 8.0
+    mask, st = I2Mask()(feats, coords_for([500]), None, torch.Generator().manual_seed(0))
+    fr = st["frames"][0]
+    assert all(math.isfinite(x) for x in fr["r_c"] + fr["ratio"])
+    # All voxels fall in one cluster; ties put it in K1; r_c = 1 (no spread): floor(500 * 0.9).
+    assert int(mask.sum()) == 450
+
+
+def test_frame_without_valid_voxels_is_skipped():
+    feats = torch.randn(20, 8)
+    coords = coords_for([10, 10])
+    valid = torch.ones(20, dtype=torch.bool)
+    valid[:10] = False
+    mask, st = I2Mask()(feats, coords, valid, torch.Generator().manual_seed(0))
+    assert [fr["batch_index"] for fr in st["frames"]] == [1]
+    assert not mask[:10].any()
+
+
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ({"N_CLUSTERS": 8, "PARTITION": [3, 3, 3]}, "add up"),
+        ({"BASE_RATIOS": [0.9, 0.45]}, "one ratio per"),
+        ({"BASE_RATIOS": [1.2, 0.45, 0.0]}, r"\[0, 1\]"),
+        ({"NAME": "NoSuchMask"}, "NoSuchMask"),
+    ],
+)
+def test_config_errors_are_named(cfg, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        build_masker(dict(cfg))
+
+
+def test_config_switches_reach_the_algorithm():
+    feats = _spread_frame(2)
+    m_default, _ = build_masker({"NAME": "I2Mask"}).mask_frame(feats, torch.Generator().manual_seed(0))
+    m_low, _ = build_masker({"NAME": "I2Mask", "BASE_RATIOS": [0.6, 0.3, 0.0]}).mask_frame(
+        feats, torch.Generator().manual_seed(0))
+    assert 0 < int(m_low.sum()) < int(m_default.sum())
+
+
+@pytest.mark.gpu
+def test_cuda_runs_on_device():
+    feats = _spread_frame(0).cuda()
+    coords = coords_for([4000]).cuda()
+    mask, st = I2Mask()(feats, coords, None, torch.Generator(device="cuda").manual_seed(0))
+    assert mask.device.type == "cuda" and 0.0 < st["mask_ratio"] < 0.9
