@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from .baselines import FPSMask, RandomMask, RangeAwareMask
 from .i2mask import I2Mask
-from .kmeans import KMeansResult, kmeans
+from .kmeans import KMeansResult
 
 MASKERS = {"I2Mask": I2Mask, "RandomMask": RandomMask, "RangeAwareMask": RangeAwareMask, "FPSMask": FPSMask}
 
@@ -33,4 +33,4 @@ def build_masker(
     return MASKERS[name](cfg)
 
 
-__all__ = ["I2Mask", "RandomMask", "RangeAwareMask", "FPSMask", "KMeansResult", "kmeans", "build_masker", "MASKERS"]
+__all__ = ["I2Mask", "RandomMask", "RangeAwareMask", "FPSMask", "KMeansResult", "build_masker", "MASKERS"]

@@ -74,9 +74,9 @@ def kmeans(
     """Cluster the rows of ``x`` (N, C) into ``k`` clusters (Euclidean, Lloyd's algorithm).
 
     ``n_init`` greedy k-means++ initialisations run batched; the one with the lowest inertia
-    wins. Lloyd iterations stop after ``max_iter`` or once the total squared centre shift is
-    at most ``tol`` times the mean feature variance (scikit-learn's criterion), which is only
-    read back to the host every ``check_every`` iterations. A cluster that loses all members
+    wins. Lloyd iterations stop after ``max_iter`` or once the total squared centre shift of
+    the currently best initialisation is at most ``tol`` times the mean feature variance
+    (scikit-learn's criterion), read back to the host only every ``check_every`` iterations. A cluster that loses all members
     is re-seeded at the point farthest from its centre (distinct farthest points for several
     empty clusters). With N < K every point is its own cluster and the remaining clusters are
     empty. Reproducible for a given ``generator`` (on the device of ``x``).
@@ -123,7 +123,9 @@ def kmeans(
         new = torch.where(empty[..., None], reseed, new)
         shift = ((new - centres) ** 2).sum((1, 2))  # (R,)
         centres = new
-        if (it + 1) % check_every == 0 and bool((shift <= threshold).all()):
+        # Stop once the currently best initialisation has converged: a worse one that is still
+        # drifting slowly towards its own local optimum cannot win any more.
+        if (it + 1) % check_every == 0 and bool(shift[mind.sum(1).argmin()] <= threshold):
             break
 
     labels, mind = assign(centres)

@@ -1,0 +1,1 @@
+"""Exporters from OpenPCDet results to benchmark submission formats."""

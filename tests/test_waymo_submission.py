@@ -1,0 +1,119 @@
+"""Waymo leaderboard exporter: round trip through the protos and clear errors."""
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("waymo_open_dataset.protos.submission_pb2",
+                    reason="Waymo protos not installed (pip install --no-deps waymo-open-dataset-tf-2-12-0)")
+
+from pcdet_seal.export.waymo_submission import (  # noqa: E402
+    SubmissionError,
+    SubmissionMeta,
+    build_submissions,
+    detections_to_objects,
+    read_submission_tar,
+    write_submission_tar,
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "waymo_submission.py"
+META = SubmissionMeta(account_name="me@example.com", unique_method_name="PICTURE", authors=["A"], affiliation="Lab")
+
+
+def _results(n_frames=3, seed=0, metadata=True):
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in range(n_frames):
+        m = 5 + f
+        det = {
+            "frame_id": f"segment-{f}_with_camera_labels_{f:03d}",
+            "name": np.array(["Vehicle", "Pedestrian", "Cyclist"])[rng.integers(0, 3, m)],
+            "score": rng.uniform(0.05, 1.0, m),
+            "boxes_lidar": np.concatenate([rng.normal(0, 20, (m, 3)), rng.uniform(0.5, 5, (m, 3)),
+                                           rng.uniform(-np.pi, np.pi, (m, 1))], 1),
+        }
+        if metadata:
+            det["metadata"] = {"context_name": f"ctx{f}", "timestamp_micros": 1_000_000 + f}
+        out.append(det)
+    return out
+
+
+def test_round_trip(tmp_path):
+    results = _results()
+    objects = detections_to_objects(results)
+    shards = build_submissions(objects, META, num_shards=4)
+    path = write_submission_tar(shards, tmp_path / "sub.tar.gz")
+    back = read_submission_tar(path)
+    assert len(back) == 4
+    assert all(s.account_name == "me@example.com" and s.unique_method_name == "PICTURE" for s in back)
+    got = sorted(
+        (o.context_name, o.frame_timestamp_micros, o.object.type, round(o.score, 5),
+         tuple(round(v, 4) for v in (o.object.box.center_x, o.object.box.center_y, o.object.box.center_z,
+                                     o.object.box.length, o.object.box.width, o.object.box.height,
+                                     o.object.box.heading)))
+        for s in back for o in s.inference_results.objects
+    )
+    types = {"Vehicle": 1, "Pedestrian": 2, "Cyclist": 4}
+    want = sorted(
+        (f"ctx{f}", 1_000_000 + f, types[str(n)], round(float(s), 5), tuple(round(float(v), 4) for v in b[:7]))
+        for f, det in enumerate(results) for n, s, b in zip(det["name"], det["score"], det["boxes_lidar"])
+    )
+    assert got == want
+
+
+def test_low_scores_dropped_and_sizes_clamped():
+    det = {"frame_id": "f", "metadata": {"context_name": "c", "timestamp_micros": 5},
+           "name": np.array(["Vehicle", "Vehicle"]), "score": np.array([0.01, 0.5]),
+           "boxes_lidar": np.array([[0, 0, 0, 1, 1, 1, 0], [1, 2, 3, 0.0, 2, 2, 0.1]])}
+    objects = detections_to_objects([det])
+    assert len(objects.objects) == 1
+    assert objects.objects[0].object.box.length == pytest.approx(1e-6)
+
+
+def test_missing_timestamp_names_frame():
+    results = _results(metadata=False)
+    with pytest.raises(SubmissionError, match="segment-0_with_camera_labels_000.*timestamp"):
+        detections_to_objects(results)
+    # --infos supplies them.
+    stamps = {r["frame_id"]: (f"ctx{i}", i) for i, r in enumerate(results)}
+    assert len(detections_to_objects(results, stamps).objects) == sum(len(r["name"]) for r in results)
+
+
+def test_nan_box_names_frame_and_box():
+    results = _results()
+    results[1]["boxes_lidar"][2, 4] = np.nan
+    with pytest.raises(SubmissionError, match=r"segment-1_with_camera_labels_001, box 2"):
+        detections_to_objects(results)
+
+
+def test_unknown_class_is_named():
+    results = _results()
+    results[0]["name"][0] = "Truck"
+    with pytest.raises(SubmissionError, match="Truck"):
+        detections_to_objects(results)
+
+
+def test_meta_validation():
+    bad = SubmissionMeta(account_name="me@example.com", unique_method_name="x" * 26, authors=["A"], affiliation="L")
+    with pytest.raises(SubmissionError, match="25"):
+        bad.validate()
+
+
+def test_cli_end_to_end_and_error(tmp_path):
+    res = tmp_path / "result.pkl"
+    res.write_bytes(pickle.dumps(_results()))
+    out = tmp_path / "out" / "sub.tar.gz"
+    args = [sys.executable, str(SCRIPT), str(res), "--out", str(out), "--account-name", "me@example.com",
+            "--method-name", "PICTURE", "--authors", "A", "B", "--affiliation", "Lab", "--num-shards", "2"]
+    done = subprocess.run(args, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(read_submission_tar(out)) == 2
+    res.write_bytes(pickle.dumps(_results(metadata=False)))
+    out2 = tmp_path / "out" / "sub2.tar.gz"
+    done = subprocess.run(args[:4] + [str(out2)] + args[5:], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "segment-0_with_camera_labels_000" in done.stderr and not out2.exists()
+    assert not list((tmp_path / "out").glob(".*part"))
