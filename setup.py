@@ -1,11 +1,53 @@
 """Packaging for pcdet-seal, an OpenPCDet plugin for Seal-feature masked pre-training."""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
 about: dict = {}
 exec((ROOT / "pcdet_seal" / "version.py").read_text(), about)
+
+# Start-up hook (DESIGN.md §1): a .pth file at the root of site-packages whose one line imports
+# the tiny top-level module pcdet_seal_autoload (it only installs a meta-path watcher).
+STARTUP_PTH = "pcdet_seal.pth"
+STARTUP_PTH_LINE = "import pcdet_seal_autoload\n"
+
+
+class BuildPyWithStartupHook(build_py):
+    """``build_py`` that also writes the start-up .pth into ``build_lib`` (the wheel's root)."""
+
+    def run(self) -> None:
+        super().run()
+        target = os.path.join(self.build_lib, STARTUP_PTH)
+        self.mkpath(self.build_lib)
+        with open(target, "w") as pth:
+            pth.write(STARTUP_PTH_LINE)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list:
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, STARTUP_PTH)]
+
+
+cmdclass = {"build_py": BuildPyWithStartupHook}
+
+try:  # PEP 660 editable installs (setuptools >= 64; the hook is tested with >= 70, see pyproject.toml)
+    from setuptools.command.editable_wheel import editable_wheel
+except ImportError:  # pragma: no cover - very old setuptools: no editable wheels at all
+    editable_wheel = None
+
+if editable_wheel is not None:
+
+    class EditableWheelWithStartupHook(editable_wheel):
+        """``editable_wheel`` that also puts the start-up .pth at the root of the editable wheel."""
+
+        def _run_build_commands(self, dist_name, unpacked_wheel, build_lib, tmp_dir):
+            result = super()._run_build_commands(dist_name, unpacked_wheel, build_lib, tmp_dir)
+            with open(os.path.join(unpacked_wheel, STARTUP_PTH), "w") as pth:
+                pth.write(STARTUP_PTH_LINE)
+            return result
+
+    cmdclass["editable_wheel"] = EditableWheelWithStartupHook
 
 setup(
     name="pcdet-seal",
@@ -15,6 +57,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["pcdet_seal", "pcdet_seal.*"]),
+    py_modules=["pcdet_seal_autoload"],
+    cmdclass=cmdclass,
     # torch is deliberately unpinned here: users bring the build matching their CUDA.
     # spconv is left out like OpenPCDet does (spconv-cu1xx must match the user's CUDA).
     install_requires=[
@@ -29,6 +73,7 @@ setup(
             "pytest>=7",
             "scikit-learn>=1.2",
             "scipy",
+            "shapely>=2",
         ],
     },
 )
