@@ -1,0 +1,212 @@
+"""Seal targets (METHOD.md §1.3–1.4): points → teacher cells, teacher cell features → per-voxel
+targets on the DSVT grid (point-weighted mean or the reference's representative mode), and the
+coordinate join used everywhere rows are matched. Pure torch, native scatter ops.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Sequence
+
+import torch
+
+QUANT_MODES = ("cartesian", "cylindrical")
+TARGET_MODES = ("point_mean", "representative")
+#: SLidR's cylindrical cells: ρ 0.1 m, φ 1°, z 0.1 m (METHOD.md §7 Q3).
+SLIDR_CYLINDRICAL_CELL = (0.1, 1.0, 0.1)
+_MAX_KEY = 1 << 62
+
+
+def quantize(xyz: torch.Tensor, cell_size: Sequence[float], mode: str = "cartesian") -> torch.Tensor:
+    """Integer teacher-cell indices of points.
+
+    Args:
+        xyz: (N, 3) float point coordinates in metres.
+        cell_size: 3 cell sizes. Cartesian: (x, y, z) metres, no origin shift (``floor(xyz/v)``).
+            Cylindrical: (ρ metres, φ degrees, z metres), φ = atan2(y, x) in (-180°, 180°].
+        mode: ``"cartesian"`` or ``"cylindrical"``.
+
+    Returns:
+        (N, 3) int64 cell indices, (x, y, z) or (ρ, φ, z) order.
+    """
+    if xyz.ndim != 2 or xyz.shape[1] != 3:
+        raise ValueError(f"xyz must be (N, 3), got {tuple(xyz.shape)}")
+    if len(cell_size) != 3 or min(cell_size) <= 0:
+        raise ValueError(f"cell_size must be 3 positive sizes, got {list(cell_size)}")
+    if mode == "cartesian":
+        scaled = xyz
+    elif mode == "cylindrical":
+        rho = torch.hypot(xyz[:, 0], xyz[:, 1])
+        phi = torch.rad2deg(torch.atan2(xyz[:, 1], xyz[:, 0]))
+        scaled = torch.stack([rho, phi, xyz[:, 2]], dim=1)
+    else:
+        raise ValueError(f"unknown teacher quantisation {mode!r}; expected one of {QUANT_MODES}")
+    size = torch.tensor(list(cell_size), dtype=scaled.dtype, device=scaled.device)
+    return torch.floor(scaled / size).long()
+
+
+def linearize(coords: torch.Tensor, low: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:
+    """(N, D) integer coords → (N,) int64 keys, row-major over ``extent`` after subtracting ``low``."""
+    if math.prod(int(e) for e in extent.tolist()) >= _MAX_KEY:
+        raise ValueError(f"coordinate extent {extent.tolist()} too large to linearise in int64")
+    local = coords.long() - low
+    key = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    for axis in range(coords.shape[1]):
+        key = key * extent[axis] + local[:, axis]
+    return key
+
+
+def join_by_coords(query: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row of ``table`` holding each ``query`` coordinate (sort + searchsorted on linear keys).
+
+    Args:
+        query: (N, D) integer coordinates.
+        table: (M, D) integer coordinates, unique.
+
+    Returns:
+        ``(index, found)``: (N,) int64 row in ``table`` (0 where not found) and (N,) bool.
+        Raises ValueError when ``table`` holds a coordinate twice.
+    """
+    if query.shape[1] != table.shape[1]:
+        raise ValueError(f"query coords are {query.shape[1]}-D but table coords {table.shape[1]}-D")
+    if table.shape[0] == 0 or query.shape[0] == 0:
+        return (torch.zeros(query.shape[0], dtype=torch.long, device=query.device),
+                torch.zeros(query.shape[0], dtype=torch.bool, device=query.device))
+    both = torch.cat([query.long(), table.long().to(query.device)])
+    low = both.min(0).values
+    extent = both.max(0).values - low + 1
+    keys = linearize(both, low, extent)
+    qkey, tkey = keys[: query.shape[0]], keys[query.shape[0]:]
+    tkey_sorted, order = torch.sort(tkey)
+    dup = tkey_sorted[1:] == tkey_sorted[:-1]
+    if bool(dup.any()):
+        first = table[order[1:][dup][0]].tolist()
+        raise ValueError(f"table holds {int(dup.sum())} duplicate coordinates, e.g. {first}")
+    pos = torch.searchsorted(tkey_sorted, qkey).clamp_(max=tkey.shape[0] - 1)
+    found = tkey_sorted[pos] == qkey
+    return torch.where(found, order[pos], torch.zeros_like(pos)), found
+
+
+@dataclasses.dataclass
+class TeacherCells:
+    """Unique teacher cells of a batch of points.
+
+    coords: (N_t, 4) int64 ``(b, c0, c1, c2)``; point2cell: (N_p,) int64 cell of each point;
+    representative: (N_t,) int64 first point of each cell (MinkowskiEngine's ``unique_map``).
+    """
+
+    coords: torch.Tensor
+    point2cell: torch.Tensor
+    representative: torch.Tensor
+
+
+def teacher_cells(xyz: torch.Tensor, batch_idx: torch.Tensor, cell_size: Sequence[float],
+                  mode: str = "cartesian") -> TeacherCells:
+    """Quantise points (N_p, 3) of frames ``batch_idx`` (N_p,) into unique teacher cells."""
+    if batch_idx.shape != (xyz.shape[0],):
+        raise ValueError(f"batch_idx must be ({xyz.shape[0]},), got {tuple(batch_idx.shape)}")
+    coords = torch.cat([batch_idx.long()[:, None], quantize(xyz, cell_size, mode)], dim=1)
+    n = coords.shape[0]
+    if n == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=xyz.device)
+        return TeacherCells(coords.new_zeros(0, 4), empty, empty)
+    low = coords.min(0).values
+    keys = linearize(coords, low, coords.max(0).values - low + 1)
+    _, point2cell = torch.unique(keys, return_inverse=True)
+    num_cells = int(point2cell.max()) + 1
+    arange = torch.arange(n, device=xyz.device)
+    representative = torch.full((num_cells,), n, dtype=torch.long, device=xyz.device)
+    representative.scatter_reduce_(0, point2cell, arange, "amin", include_self=False)
+    return TeacherCells(coords[representative], point2cell, representative)
+
+
+def teacher_input(points: torch.Tensor, batch_idx: torch.Tensor, cell_size: Sequence[float],
+                  mode: str = "cartesian", feature_channel: int = 3,
+                  feature_scale: float = 1.0) -> tuple[TeacherCells, torch.Tensor]:
+    """Teacher cells and their input feature, as the reference feeds Seal.
+
+    Args:
+        points: (N_p, ≥4) rows ``x, y, z, f, ...``; ``feature_channel`` selects the feature
+            (the first non-xyz channel: tanh-intensity on Waymo, raw intensity on nuScenes).
+        batch_idx: (N_p,) frame of each point.
+        feature_scale: multiplies the feature (e.g. 1/255 to feed normalised intensity).
+
+    Returns:
+        ``(cells, feats)`` with feats (N_t, 1) float32: the representative point's feature.
+    """
+    if points.ndim != 2 or points.shape[1] <= feature_channel:
+        raise ValueError(
+            f"points must be (N, >{feature_channel}) to read feature channel {feature_channel}, "
+            f"got {tuple(points.shape)}"
+        )
+    cells = teacher_cells(points[:, :3], batch_idx, cell_size, mode)
+    feats = points[cells.representative, feature_channel:feature_channel + 1].float() * feature_scale
+    return cells, feats
+
+
+def voxel_targets(cell_feats: torch.Tensor, point2cell: torch.Tensor, point2voxel: torch.Tensor,
+                  num_voxels: int, mode: str = "point_mean",
+                  representative: Optional[torch.Tensor] = None,
+                  cell_valid: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-voxel Seal targets from teacher-cell features.
+
+    Args:
+        cell_feats: (N_t, C) teacher features per cell (any float dtype).
+        point2cell: (N_p,) int64 cell of each point.
+        point2voxel: (N_p,) int64 DSVT voxel of each point, -1 for points outside the grid.
+        num_voxels: N_v.
+        mode: ``"point_mean"`` (each voxel: mean over its points of their cell's feature) or
+            ``"representative"`` (each voxel: mean over the cells whose representative point
+            lies in it; METHOD.md §1.4 reference parity; needs ``representative``).
+        representative: (N_t,) int64 representative point of each cell.
+        cell_valid: (N_t,) bool, False for cells without a feature (e.g. absent from a cache).
+
+    Returns:
+        ``(seal_target, seal_valid)``: (N_v, C) float32, zero where invalid, and (N_v,) bool,
+        True where at least one point (or cell) contributed.
+    """
+    if point2cell.shape != point2voxel.shape:
+        raise ValueError(f"point2cell {tuple(point2cell.shape)} and point2voxel "
+                         f"{tuple(point2voxel.shape)} must both be (N_p,)")
+    feats = cell_feats.float()
+    if mode == "point_mean":
+        take = point2voxel >= 0
+        if cell_valid is not None:
+            take &= cell_valid[point2cell]
+        src, dst = feats[point2cell[take]], point2voxel[take]
+    elif mode == "representative":
+        if representative is None:
+            raise ValueError("TARGET_MODE 'representative' needs the representative point of each cell")
+        dst = point2voxel[representative]
+        take = dst >= 0
+        if cell_valid is not None:
+            take &= cell_valid
+        src, dst = feats[take], dst[take]
+    else:
+        raise ValueError(f"unknown TARGET_MODE {mode!r}; expected one of {TARGET_MODES}")
+    total = feats.new_zeros(num_voxels, feats.shape[1]).index_add_(0, dst, src)
+    count = feats.new_zeros(num_voxels).index_add_(0, dst, torch.ones_like(dst, dtype=feats.dtype))
+    valid = count > 0
+    return total / count.clamp(min=1)[:, None], valid
+
+
+def points_to_cells(xyz: torch.Tensor, point_feats: torch.Tensor, cell_size: Sequence[float],
+                    mode: str = "cartesian") -> tuple[torch.Tensor, torch.Tensor]:
+    """Reduce a per-point teacher's output of one frame to teacher cells (mean per cell).
+
+    Args:
+        xyz: (N, 3) points; point_feats: (N, C) their features.
+
+    Returns:
+        ``(coords, feats)``: (M, 3) int32 cell indices and (M, C) float32 mean features, ready
+        for the feature cache.
+    """
+    if point_feats.shape[0] != xyz.shape[0]:
+        raise ValueError(f"{xyz.shape[0]} points but {point_feats.shape[0]} feature rows")
+    cells = teacher_cells(xyz, torch.zeros(xyz.shape[0], dtype=torch.long, device=xyz.device),
+                          cell_size, mode)
+    m = cells.coords.shape[0]
+    feats = point_feats.float()
+    total = feats.new_zeros(m, feats.shape[1]).index_add_(0, cells.point2cell, feats)
+    count = torch.bincount(cells.point2cell, minlength=m).to(feats.dtype)
+    return cells.coords[:, 1:].int(), total / count[:, None]
