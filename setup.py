@@ -75,5 +75,17 @@ setup(
             "scipy",
             "shapely>=2",
         ],
+        # What a source checkout of OpenPCDet 0.6.0 needs to import pcdet.models / pcdet.datasets and run
+        # tools/train.py on the DSVT path; the plugin's CPU mode stands in for its CUDA ops,
+        # torch_scatter, torchvision and av2 (DESIGN.md §4; README "CPU mode").
+        "openpcdet": [
+            "numba",
+            "SharedArray",
+            "scikit-image",
+            "opencv-python-headless",
+            "pyquaternion",
+            "tensorboardX",
+            "scipy",
+        ],
     },
 )
