@@ -1,0 +1,76 @@
+"""Reconstruction head of pre-training (METHOD.md §1.8): point offsets (Chamfer) and Seal
+features (SmoothL1) for the masked voxels."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from pcdet_seal.losses import chamfer_distance, masked_smooth_l1
+
+from .voxel_index import group_points, voxel_centers
+
+
+class SealMAEHead(nn.Module):
+    """``Linear(C → P·3)`` offsets from the voxel centre (metres) and ``Linear(C → C_t)`` Seal features.
+
+    Config (``MODEL.DENSE_HEAD``): ``NUM_PRED_POINTS`` P (16), ``NUM_GT_POINTS`` G (64),
+    ``NUM_SEAL_FEATURES`` C_t (64), ``LOSS_WEIGHTS`` [coord, seal] ([1.0, 3.0]),
+    ``SMOOTH_L1_BETA`` (1.0), ``CHAMFER_CHUNK`` (20000 voxels per cdist chunk).
+
+    Ground truth of a voxel: its first ≤ G points in stored (shuffled) order, minus its centre,
+    with their count (no padding weight). L_coord: Chamfer summed over masked voxels / N_m;
+    L_seal: SmoothL1 over masked ∧ valid voxels × C_t elements.
+    """
+
+    def __init__(self, model_cfg: Any, input_channels: int, voxel_size: Sequence[float],
+                 point_cloud_range: Sequence[float], **kwargs: Any) -> None:
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.num_pred_points = int(model_cfg.get("NUM_PRED_POINTS", 16))
+        self.num_gt_points = int(model_cfg.get("NUM_GT_POINTS", 64))
+        self.num_seal_features = int(model_cfg.get("NUM_SEAL_FEATURES", 64))
+        weights = list(model_cfg.get("LOSS_WEIGHTS", [1.0, 3.0]))
+        if len(weights) != 2:
+            raise ValueError(f"MODEL.DENSE_HEAD.LOSS_WEIGHTS must be [coord, seal], got {weights}")
+        self.coord_weight, self.seal_weight = float(weights[0]), float(weights[1])
+        self.beta = float(model_cfg.get("SMOOTH_L1_BETA", 1.0))
+        self.chunk = int(model_cfg.get("CHAMFER_CHUNK", 20000))
+        self.voxel_size = [float(v) for v in voxel_size]
+        self.point_cloud_range = [float(v) for v in point_cloud_range]
+        self.point_pred = nn.Linear(input_channels, self.num_pred_points * 3)
+        self.seal_pred = nn.Linear(input_channels, self.num_seal_features)
+        self.forward_ret_dict: dict = {}
+
+    def forward(self, batch_dict: dict) -> dict:
+        feats = batch_dict["decoder_features"]
+        masked = torch.nonzero(batch_dict["mae_mask"], as_tuple=True)[0]
+        pred_points = self.point_pred(feats).view(-1, self.num_pred_points, 3)
+        pred_seal = self.seal_pred(feats)
+        coords = batch_dict["voxel_coords"][masked]
+        centers = voxel_centers(coords, self.point_cloud_range, self.voxel_size)
+        batch_dict.update(mae_masked_index=masked, pred_point_offsets=pred_points, pred_seal=pred_seal)
+        if self.training:
+            gt, counts = group_points(batch_dict["points"][:, 1:4], batch_dict["point2voxel"],
+                                      batch_dict["voxel_coords"].shape[0], masked, self.num_gt_points)
+            self.forward_ret_dict = {
+                "pred_points": pred_points, "pred_seal": pred_seal,
+                "gt_points": gt - centers[:, None, :], "gt_counts": counts,
+                "seal_target": batch_dict["seal_target"][masked], "seal_valid": batch_dict["seal_valid"][masked],
+            }
+        else:
+            batch_dict["pred_points"] = pred_points + centers[:, None, :]
+        return batch_dict
+
+    def get_loss(self) -> tuple[torch.Tensor, dict]:
+        """``(loss, tb_dict)`` with ``loss_coord``, ``loss_seal`` and the weighted total."""
+        d = self.forward_ret_dict
+        n = d["pred_points"].shape[0]
+        chamfer = chamfer_distance(d["pred_points"], d["gt_points"], d["gt_counts"], chunk_size=self.chunk)
+        loss_coord = chamfer.sum() / max(n, 1)
+        loss_seal = masked_smooth_l1(d["pred_seal"], d["seal_target"], d["seal_valid"], beta=self.beta)
+        loss = self.coord_weight * loss_coord + self.seal_weight * loss_seal
+        tb_dict = {"loss_coord": loss_coord.item(), "loss_seal": loss_seal.item(), "loss_mae": loss.item(),
+                   "num_masked": n, "num_masked_valid": int(d["seal_valid"].sum())}
+        return loss, tb_dict
