@@ -89,7 +89,7 @@ class SealTargetGenerator(nn.Module):
             teacher = SealTeacher(Res16UNet(arch or Res16UNetArch()))
         else:
             raise ValueError("MODEL.SEAL_TARGET.MODE is 'online' but TEACHER_CKPT is not set; pass it with "
-                             "`--set MODEL.SEAL_TARGET.TEACHER_CKPT /path/to/seal_spconv.pth` (convert a "
+                             "`--set MODEL.SEAL_TARGET.TEACHER_CKPT <seal_spconv.pth>` (convert a "
                              "MinkowskiEngine checkpoint with scripts/convert_seal_checkpoint.py), or use "
                              "MODE cache with CACHE_DIR")
         out = teacher.arch.out_channels
@@ -104,7 +104,7 @@ class SealTargetGenerator(nn.Module):
         cache_dir = cfg.get("CACHE_DIR", None)
         if not cache_dir:
             raise ValueError("MODEL.SEAL_TARGET.MODE is 'cache' but CACHE_DIR is not set; pass it with "
-                             "`--set MODEL.SEAL_TARGET.CACHE_DIR /path/to/cache` (write it with "
+                             "`--set MODEL.SEAL_TARGET.CACHE_DIR <cache_dir>` (write it with "
                              "scripts/seal_features.py)")
         return FeatureCache(cache_dir, feature_dim=self.num_features, quant_mode=self.quant,
                             cell_size=self.cell_size)
