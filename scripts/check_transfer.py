@@ -7,7 +7,7 @@ loaded/total tensors per module prefix, and exit 1 unless 100 % of ``vfe.*`` and
 
 Run it where the config's ``_BASE_CONFIG_`` resolves (OpenPCDet's ``tools/``; it falls back to
 that folder by itself). Without a GPU it switches on pcdet-seal's CPU mode. Exit status: 0 complete,
-1 incomplete transfer, 2 unreadable checkpoint or config.
+1 incomplete transfer, 2 unreadable checkpoint or config, or any other failure.
 """
 from __future__ import annotations
 
@@ -64,4 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Exception:  # a crash must not read as exit 1 ("incomplete transfer")
+        import traceback
+
+        traceback.print_exc()
+        sys.exit(2)

@@ -201,3 +201,20 @@ def test_teacher_cpu_and_cuda_agree(su):
     convs = [m for m in teacher.net.modules() if hasattr(m, "cuda_algo")]
     assert all(m.algo == m.cuda_algo for m in convs)
     assert (gpu.cpu() - cpu).abs().max() < TOL
+
+
+@pytest.mark.spconv
+@pytest.mark.gpu
+def test_teacher_ignores_a_callers_autocast(su):
+    """OpenPCDet's --use_amp wraps the forward in autocast; the targets must stay fp32."""
+    from pcdet_seal.seal.minkunet import Res16UNet, SealTeacher
+
+    torch.manual_seed(0)
+    teacher = SealTeacher(Res16UNet()).cuda()
+    coords, feats = random_cloud(20000, -200, 200, batch=2, seed=15)
+    coords, feats = coords.cuda(), feats.cuda()
+    plain = teacher(coords, feats)
+    with torch.autocast(device_type="cuda", dtype=torch.float16):
+        amp = teacher(coords, feats)
+    assert amp.dtype == torch.float32
+    assert (amp - plain).abs().max() < TOL

@@ -232,5 +232,7 @@ class SealTeacher(nn.Module):
     def forward(self, coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """(N, 4) ``(b, x, y, z)`` cells + (N, in_channels) feats → (N, out_channels) unit rows."""
         param = next(self._net.parameters())
-        with torch.no_grad():
+        # fp32 even inside a caller's autocast (OpenPCDet's --use_amp): spconv casts its inputs to
+        # fp16 under autocast, which would change the targets the reference computed in fp32.
+        with torch.no_grad(), torch.autocast(device_type=param.device.type, enabled=False):
             return self._net(coords.to(param.device), feats.to(device=param.device, dtype=param.dtype))
