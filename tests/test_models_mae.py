@@ -54,6 +54,10 @@ def test_training_step_gives_finite_loss_and_logs_every_term(step):
     assert 0.0 < tb["mask_ratio"] < 1.0
     assert tb["loss"] == pytest.approx(1.0 * tb["loss_coord"] + 3.0 * tb["loss_seal"], rel=1e-5)
     assert tb["num_masked"] == int(data["mae_mask"].sum())
+    # I2Mask statistics reach TensorBoard: ratio spread over frames and cluster balance.
+    assert tb["mask_ratio_min"] <= tb["mask_ratio"] <= tb["mask_ratio_max"]
+    assert tb["mask_fallback_frames"] == 0.0
+    assert 0.0 < tb["cluster_min_frac"] <= 1 / 8 <= tb["cluster_max_frac"] < 1.0
 
 
 def test_gradients_reach_vfe_encoder_decoder_and_head(step):

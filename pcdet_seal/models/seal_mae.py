@@ -6,6 +6,7 @@ decoder (``backbone_2d.*``) → reconstruction head (``dense_head.*``). Checkpoi
 """
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -18,8 +19,30 @@ from .masking import VoxelMasking
 from .seal_target import SealTargetGenerator
 from .voxel_index import point_to_voxel
 
+logger = logging.getLogger(__name__)
+
 DECODERS = {"DSVTMaskDecoder": DSVTMaskDecoder, "SparseConvDecoder": SparseConvDecoder}
 HEADS = {"SealMAEHead": SealMAEHead}
+
+
+def mask_stat_scalars(stats: dict) -> dict:
+    """TensorBoard scalars from a masker's per-frame stats (METHOD.md §7 Q4): the spread of the
+    realised ratio over frames and, for I2Mask, the frames that fell back to uniform masking and the
+    smallest / largest k-means cluster as a fraction of its frame."""
+    frames = stats.get("frames", [])
+    if not frames:
+        return {}
+    ratios = [f["n_masked"] / max(f.get("n_voxels", f.get("n", 0)), 1) for f in frames]
+    out = {"mask_ratio_min": min(ratios), "mask_ratio_max": max(ratios)}
+    clustered = [f for f in frames if f.get("cluster_sizes")]
+    if "fallback" in frames[0]:
+        out["mask_fallback_frames"] = float(sum(bool(f["fallback"]) for f in frames))
+    if clustered:
+        out["cluster_min_frac"] = min(min(f["cluster_sizes"]) / f["n"] for f in clustered)
+        out["cluster_max_frac"] = max(max(f["cluster_sizes"]) / f["n"] for f in clustered)
+        logger.debug("I2Mask per frame: %s", [{k: f[k] for k in ("batch_index", "cluster_sizes", "partition",
+                                                               "mask_ratio")} for f in clustered])
+    return out
 
 
 class SealMAE(Detector3DTemplate):
@@ -109,7 +132,8 @@ class SealMAE(Detector3DTemplate):
         n_voxels = batch_dict["voxel_coords"].shape[0]
         ratio = float(batch_dict["mask_stats"]["mask_ratio"])
         tb_dict = {"loss": loss.item(), **tb_dict, "mask_ratio": ratio, "num_voxels": n_voxels,
-                   "seal_valid_ratio": float(batch_dict["seal_valid"].float().mean()) if n_voxels else 0.0}
+                   "seal_valid_ratio": float(batch_dict["seal_valid"].float().mean()) if n_voxels else 0.0,
+                   **mask_stat_scalars(batch_dict["mask_stats"])}
         return loss, tb_dict, {"mask_ratio": f"{ratio:.3f}"}
 
     def post_processing(self, batch_dict: dict) -> list[dict]:
