@@ -128,7 +128,8 @@ def config_frames(args: argparse.Namespace) -> tuple[list[Frame], dict[str, Any]
     logger.info("%s split %r: %d frames from %s", type(dataset).__name__, args.split, len(frames),
                 dataset.root_path.resolve())
     settings = dict(cfg.get("MODEL", {}).get("SEAL_TARGET", None) or {})
-    settings["VOXEL_SIZE"] = [float(v) for v in dataset.voxel_size]
+    if dataset.voxel_size is not None:
+        settings["VOXEL_SIZE"] = [float(v) for v in dataset.voxel_size]
     return frames, settings
 
 

@@ -49,11 +49,15 @@ class SealTargetGenerator(nn.Module):
         self.mode = model_cfg.get("MODE", "online")
         if self.mode not in MODES:
             raise ValueError(f"MODEL.SEAL_TARGET.MODE must be one of {MODES}, got {self.mode!r}")
-        cell = model_cfg.get("CELL_SIZE", None)
-        self.cell_size = [float(v) for v in (cell if cell is not None else voxel_size)]
         self.quant = model_cfg.get("QUANT", "cartesian")
         if self.quant not in seal_targets.QUANT_MODES:
             raise ValueError(f"MODEL.SEAL_TARGET.QUANT must be one of {seal_targets.QUANT_MODES}, got {self.quant!r}")
+        cell = model_cfg.get("CELL_SIZE", None)
+        if cell is None:
+            # Cartesian cells default to the DSVT voxel; cylindrical ones to SLidR's (rho m, phi deg, z m),
+            # never to a voxel size read as degrees.
+            cell = voxel_size if self.quant == "cartesian" else seal_targets.SLIDR_CYLINDRICAL_CELL
+        self.cell_size = [float(v) for v in cell]
         self.target_mode = model_cfg.get("TARGET_MODE", "point_mean")
         if self.target_mode not in seal_targets.TARGET_MODES:
             raise ValueError(f"MODEL.SEAL_TARGET.TARGET_MODE must be one of {seal_targets.TARGET_MODES}, "
@@ -62,6 +66,7 @@ class SealTargetGenerator(nn.Module):
         self.intensity_scale = float(model_cfg.get("INTENSITY_SCALE", 1.0))
         self.num_features = int(model_cfg.get("NUM_FEATURES", 64))
         self.teacher: Optional[nn.Module] = None
+        self.teacher_sha256: Optional[str] = None
         self.cache = None
         self.on_missing = model_cfg.get("ON_MISSING", "error")
         if self.on_missing not in ON_MISSING:
@@ -69,9 +74,11 @@ class SealTargetGenerator(nn.Module):
         if self.mode == "online":
             self.teacher = self._build_teacher(model_cfg)
         else:
-            self.cache = self._open_cache(model_cfg)
             if self.on_missing == "online":
+                # Built first: frames missing from the cache must get targets from the very teacher
+                # that wrote it, so its hash is checked against the cache's meta.json.
                 self.teacher = self._build_teacher(model_cfg)
+            self.cache = self._open_cache(model_cfg)
 
     def _build_teacher(self, cfg: Any) -> nn.Module:
         from pcdet_seal.seal.minkunet import Res16UNet, Res16UNetArch, SealTeacher
@@ -82,6 +89,7 @@ class SealTargetGenerator(nn.Module):
             from pcdet_seal.seal.checkpoint import load_teacher
 
             teacher, meta = load_teacher(ckpt, arch=arch)
+            self.teacher_sha256 = meta.get("source_sha256")
             logger.info("Seal teacher from %s (sha256 %s)", ckpt, meta.get("source_sha256", "?"))
         elif cfg.get("RANDOM_TEACHER", False):
             logger.warning("MODEL.SEAL_TARGET: RANDOM_TEACHER is on, the Seal teacher is randomly initialised "
@@ -106,8 +114,8 @@ class SealTargetGenerator(nn.Module):
             raise ValueError("MODEL.SEAL_TARGET.MODE is 'cache' but CACHE_DIR is not set; pass it with "
                              "`--set MODEL.SEAL_TARGET.CACHE_DIR <cache_dir>` (write it with "
                              "scripts/seal_features.py)")
-        return FeatureCache(cache_dir, feature_dim=self.num_features, quant_mode=self.quant,
-                            cell_size=self.cell_size)
+        return FeatureCache(cache_dir, feature_dim=self.num_features, teacher_sha256=self.teacher_sha256,
+                            quant_mode=self.quant, cell_size=self.cell_size)
 
     def cell_features(self, cells: seal_targets.TeacherCells, feats_in: torch.Tensor,
                       frame_ids: Optional[Sequence[str]]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
