@@ -74,7 +74,10 @@ setup(
             "scikit-learn>=1.2",
             "scipy",
             "shapely>=2",
+            "matplotlib",
         ],
+        # scripts/demo.py and scripts/render.py draw their pictures with matplotlib.
+        "demo": ["matplotlib"],
         # What a source checkout of OpenPCDet 0.6.0 needs to import pcdet.models / pcdet.datasets and run
         # tools/train.py on the DSVT path; the plugin's CPU mode stands in for its CUDA ops,
         # torch_scatter, torchvision and av2 (DESIGN.md §4; README "CPU mode").

@@ -8,8 +8,8 @@ with ``D_k`` the mean distance, beyond ``λ = 0.6``, of cluster k's members from
 ``r_c ≈ 0`` and almost nothing would be masked. So some classes are tight (no member beyond
 λ: ``D_k = 0``, ``r_c = 1``, masked at their full base ratio), others spread so that a varying
 share of their points lies beyond λ (``0 < r_c < 1``), and the widest one gets ``r_c = 0``.
-With :data:`NOISE_LEVELS` and the demo's scenes the realised mask ratio is about 0.3
-(measured by ``scripts/demo.py`` and logged per run).
+With :data:`NOISE_LEVELS` on the demo's scenes the realised mask ratio is about 0.43 per
+batch (0.2–0.55 per frame; measured by ``scripts/demo.py``, which logs it per run).
 """
 from __future__ import annotations
 
