@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .common import cfg_get, frame_slices, sample_in_groups
+from .common import FrameMasker, cfg_get, sample_in_groups
 
 
 def _check_ratio(name: str, value: float) -> float:
@@ -28,46 +28,21 @@ def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: S
     return (xyz + 0.5) * size + lo
 
 
-class _FrameMasker:
-    """Base: loops over frames, applies ``mask_frame`` to the valid voxels, reports ratios."""
-
-    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        raise NotImplementedError
-
-    def __call__(
-        self,
-        features: Tensor,
-        voxel_coords: Tensor,
-        valid: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> tuple[Tensor, dict]:
-        """features (N, C) (unused by the baselines), voxel_coords (N, 4), valid (N,) bool."""
-        n = voxel_coords.shape[0]
-        if valid is None:
-            valid = torch.ones(n, dtype=torch.bool, device=voxel_coords.device)
-        mask = torch.zeros(n, dtype=torch.bool, device=voxel_coords.device)
-        frames = []
-        for b, rows in frame_slices(voxel_coords, valid):
-            frame_mask = self.mask_frame(rows, voxel_coords, generator)
-            mask[rows] = frame_mask
-            frames.append({"batch_index": b, "n": int(rows.numel()), "n_masked": int(frame_mask.sum())})
-        return mask, {"mask_ratio": float(mask.sum()) / max(n, 1), "frames": frames}
-
-
-class RandomMask(_FrameMasker):
+class RandomMask(FrameMasker):
     """Uniform random masking of ``floor(n * MASK_RATIO)`` valid voxels per frame."""
 
     def __init__(self, cfg: Optional[Mapping[str, Any]] = None) -> None:
         cfg = cfg or {}
         self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
 
-    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        groups = torch.zeros(rows.numel(), dtype=torch.long, device=rows.device)
-        quota = torch.tensor([int(rows.numel() * self.mask_ratio)], device=rows.device)
-        return sample_in_groups(groups, quota, generator)
+    def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
+        n = coords.shape[0]
+        groups = torch.zeros(n, dtype=torch.long, device=coords.device)
+        quota = torch.tensor([int(n * self.mask_ratio)], device=coords.device)
+        return sample_in_groups(groups, quota, generator), {}
 
 
-class RangeAwareMask(_FrameMasker):
+class RangeAwareMask(FrameMasker):
     """Range-aware random masking after Occupancy-MAE (METHOD.md §7 Q12).
 
     Voxels are binned by BEV distance from the sensor with ``DISTANCES`` (default [30, 50] m);
@@ -94,14 +69,14 @@ class RangeAwareMask(_FrameMasker):
         # Rounded so that 0.7 - 0.2 is 0.5 and not 0.49999999999999994 (floor would lose a voxel).
         self.ratios = [min(max(round(self.mask_ratio + o, 9), 0.0), 1.0) for o in self.offsets]
 
-    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        xyz = voxel_centres(voxel_coords[rows], self.voxel_size, self.pc_range)
+    def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
+        xyz = voxel_centres(coords, self.voxel_size, self.pc_range)
         dist = xyz[:, :2].norm(dim=1)
         edges = torch.tensor(self.distances, dtype=dist.dtype, device=dist.device)
         bins = torch.bucketize(dist, edges)
         counts = torch.bincount(bins, minlength=len(self.ratios)).double()
         ratios = torch.tensor(self.ratios, dtype=torch.float64, device=dist.device)
-        return sample_in_groups(bins, torch.floor(counts * ratios).long(), generator)
+        return sample_in_groups(bins, torch.floor(counts * ratios).long(), generator), {}
 
 
 def farthest_point_sampling(xyz: Tensor, n_samples: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -119,7 +94,7 @@ def farthest_point_sampling(xyz: Tensor, n_samples: int, generator: Optional[tor
     return chosen
 
 
-class FPSMask(_FrameMasker):
+class FPSMask(FrameMasker):
     """FPS-region masking: ``NUM_SEEDS`` farthest-point seeds split the frame into regions.
 
     Each valid voxel joins its nearest seed; regions are masked whole in random order until
@@ -138,9 +113,9 @@ class FPSMask(_FrameMasker):
         if self.voxel_size is None or self.pc_range is None:
             raise ValueError("FPSMask needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
 
-    def mask_frame(self, rows: Tensor, voxel_coords: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-        n = rows.numel()
-        xyz = voxel_centres(voxel_coords[rows], self.voxel_size, self.pc_range)
+    def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
+        n = coords.shape[0]
+        xyz = voxel_centres(coords, self.voxel_size, self.pc_range)
         seeds = farthest_point_sampling(xyz, self.num_seeds, generator)
         region = torch.cdist(xyz, xyz[seeds]).argmin(1)  # (n,)
         n_regions = seeds.numel()
@@ -152,4 +127,4 @@ class FPSMask(_FrameMasker):
         target = int(n * self.mask_ratio)
         # Regions wholly inside the budget are masked; the one crossing it gets the remainder.
         quota = (target - before).clamp(min=0)
-        return sample_in_groups(region, torch.minimum(quota, sizes), generator)
+        return sample_in_groups(region, torch.minimum(quota, sizes), generator), {}

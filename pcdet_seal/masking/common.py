@@ -1,4 +1,4 @@
-"""Helpers shared by the maskers: config access, per-frame row selection, group sampling."""
+"""Helpers shared by the maskers: config access, the per-frame loop, group sampling."""
 from __future__ import annotations
 
 from typing import Any, Iterator, Mapping, Optional
@@ -53,3 +53,53 @@ def sample_in_groups(groups: Tensor, quota: Tensor, generator: Optional[torch.Ge
     rank = torch.empty(n, dtype=torch.long, device=device)
     rank[order] = torch.arange(n, device=device) - starts[groups[order]]
     return rank < quota[groups]
+
+
+def _python_stats(stats: dict) -> dict:
+    """Tensors (and lists of tensors) → python lists; per-voxel ``labels`` are dropped."""
+    out = {}
+    for key, value in stats.items():
+        if key == "labels":
+            continue
+        if isinstance(value, Tensor):
+            out[key] = value.tolist()
+        elif isinstance(value, list) and value and isinstance(value[0], Tensor):
+            out[key] = [v.tolist() for v in value]
+        else:
+            out[key] = value
+    return out
+
+
+class FrameMasker:
+    """Base of every masker: runs :meth:`mask_rows` once per frame on its valid voxels.
+
+    ``__call__`` is the masking interface of ``pcdet_seal.masking``; the stats hold the realised
+    ratio over all voxels and, per frame, ``batch_index``, ``n`` (valid voxels), ``n_voxels``,
+    ``n_masked``, ``mask_ratio`` plus what :meth:`mask_rows` reports, as python values.
+    """
+
+    def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
+        """Mask one frame's valid voxels: features (n, C), coords (n, 4) → (n,) bool and stats."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        features: Tensor,
+        voxel_coords: Tensor,
+        valid: Optional[Tensor] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> tuple[Tensor, dict]:
+        """features (N, C), voxel_coords (N, 4) [b, z, y, x], valid (N,) bool → mask (N,) bool, stats."""
+        n = voxel_coords.shape[0]
+        if valid is None:
+            valid = torch.ones(n, dtype=torch.bool, device=voxel_coords.device)
+        mask = torch.zeros(n, dtype=torch.bool, device=voxel_coords.device)
+        frames = []
+        for b, rows in frame_slices(voxel_coords, valid):
+            frame_mask, st = self.mask_rows(features[rows], voxel_coords[rows], generator)
+            mask[rows] = frame_mask
+            n_voxels = int((voxel_coords[:, 0] == b).sum())
+            n_masked = int(frame_mask.sum())
+            frames.append({**_python_stats(st), "batch_index": b, "n": int(rows.numel()), "n_voxels": n_voxels,
+                           "n_masked": n_masked, "mask_ratio": n_masked / n_voxels})
+        return mask, {"mask_ratio": float(mask.sum()) / max(n, 1), "frames": frames}

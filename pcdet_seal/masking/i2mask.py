@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .common import cfg_get, frame_slices, sample_in_groups
+from .common import FrameMasker, cfg_get, sample_in_groups
 from .kmeans import kmeans
 
 COS_EPS = 1e-8
@@ -94,7 +94,7 @@ def centre_cosine_distance(centres: Tensor, counts: Tensor) -> Tensor:
     return torch.where(nonempty[:, None] & nonempty[None, :], dist, torch.zeros_like(dist))
 
 
-class I2Mask:
+class I2Mask(FrameMasker):
     """I2Mask over a batch of frames; the masking interface of ``pcdet_seal.masking``.
 
     Config keys (OpenPCDet style, all optional): ``N_CLUSTERS`` (8), ``PARTITION``
@@ -138,7 +138,7 @@ class I2Mask:
             groups = torch.zeros(n, dtype=torch.long, device=device)
             quota = torch.tensor([m], device=device)
             mask = sample_in_groups(groups, quota, generator)
-            return mask, {"fallback": True, "n": n, "n_masked": m}
+            return mask, {"fallback": True}
 
         res = kmeans(feats, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
                      generator=generator)
@@ -152,7 +152,6 @@ class I2Mask:
         mask = sample_in_groups(res.labels, quota, generator)
         stats = {
             "fallback": False,
-            "n": n,
             "cluster_sizes": res.counts,
             "partition": sets,
             "r_c": rc,
@@ -163,49 +162,6 @@ class I2Mask:
         }
         return mask, stats
 
-    def __call__(
-        self,
-        features: Tensor,
-        voxel_coords: Tensor,
-        valid: Optional[Tensor] = None,
-        generator: Optional[torch.Generator] = None,
-    ) -> tuple[Tensor, dict]:
-        """Mask a batch. features (N, C), voxel_coords (N, 4) [b, z, y, x], valid (N,) bool.
-
-        Returns mask (N,) bool (True = masked; invalid voxels never masked) and stats: python
-        lists per frame (cluster sizes, partition sets, r_c, per-cluster ratios) and the
-        realised mask ratio over all voxels and per frame.
-        """
-        n = features.shape[0]
-        if valid is None:
-            valid = torch.ones(n, dtype=torch.bool, device=features.device)
-        mask = torch.zeros(n, dtype=torch.bool, device=features.device)
-        frames: list[dict] = []
-        for b, rows in frame_slices(voxel_coords, valid):
-            frame_mask, st = self.mask_frame(features[rows], generator)
-            mask[rows] = frame_mask
-            st["batch_index"] = b
-            st["n_voxels"] = int((voxel_coords[:, 0] == b).sum())
-            st["n_masked"] = int(frame_mask.sum())
-            frames.append(st)
-        stats = {
-            "mask_ratio": float(mask.sum()) / max(n, 1),
-            "frames": [_to_python(f) for f in frames],
-        }
-        return mask, stats
-
-
-def _to_python(stats: dict) -> dict:
-    out = {}
-    for key, value in stats.items():
-        if key == "labels":
-            continue
-        if isinstance(value, Tensor):
-            out[key] = value.tolist()
-        elif isinstance(value, list) and value and isinstance(value[0], Tensor):
-            out[key] = [v.tolist() for v in value]
-        else:
-            out[key] = value
-    frame_ratio = out["n_masked"] / out["n_voxels"] if out.get("n_voxels") else 0.0
-    out["mask_ratio"] = frame_ratio
-    return out
+    def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
+        """One frame for :class:`FrameMasker`: I2Mask needs only the features."""
+        return self.mask_frame(features, generator)

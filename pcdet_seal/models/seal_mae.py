@@ -32,7 +32,7 @@ def mask_stat_scalars(stats: dict) -> dict:
     frames = stats.get("frames", [])
     if not frames:
         return {}
-    ratios = [f["n_masked"] / max(f.get("n_voxels", f.get("n", 0)), 1) for f in frames]
+    ratios = [f["mask_ratio"] for f in frames]
     out = {"mask_ratio_min": min(ratios), "mask_ratio_max": max(ratios)}
     clustered = [f for f in frames if f.get("cluster_sizes")]
     if "fallback" in frames[0]:
