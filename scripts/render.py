@@ -24,6 +24,7 @@ import yaml
 
 from pcdet_seal import viz
 from pcdet_seal.masking import I2Mask
+from pcdet_seal.masking.baselines import voxel_centres
 from pcdet_seal.seal import targets as seal_targets
 from pcdet_seal.seal.standin import StandInTeacher
 from pcdet_seal.synthetic import SyntheticConfig, generate_frame
@@ -35,9 +36,7 @@ logger = logging.getLogger("render")
 
 def voxel_centres_xy(coords: torch.Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> np.ndarray:
     """(N, 4) ``[b, z, y, x]`` voxel rows → (N, 2) BEV centres in metres."""
-    c = coords.cpu().numpy().astype(np.float64)
-    return np.stack([(c[:, 3] + 0.5) * voxel_size[0] + pc_range[0],
-                     (c[:, 2] + 0.5) * voxel_size[1] + pc_range[1]], axis=1)
+    return voxel_centres(coords, voxel_size, pc_range)[:, :2].cpu().numpy()
 
 
 def standin_pictures(frame: dict, teacher: StandInTeacher, voxel_size: Sequence[float],

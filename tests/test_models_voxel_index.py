@@ -22,7 +22,8 @@ def test_group_points_takes_the_first_points_in_stored_order():
 
 
 def test_point_to_voxel_matches_voxel_rows_and_marks_outside_points():
-    from pcdet_seal.models.voxel_index import point_to_voxel, voxel_centers
+    from pcdet_seal.masking.baselines import voxel_centres
+    from pcdet_seal.models.voxel_index import point_to_voxel
 
     pcr, vs, grid = [0.0, 0.0, 0.0, 4.0, 4.0, 2.0], [1.0, 1.0, 1.0], [4, 4, 2]
     points = torch.tensor([[0, 0.5, 0.5, 0.5, 0], [1, 3.5, 0.5, 1.5, 0], [0, 9.0, 0.5, 0.5, 0],
@@ -30,4 +31,4 @@ def test_point_to_voxel_matches_voxel_rows_and_marks_outside_points():
     coords = torch.tensor([[1, 1, 0, 3], [0, 0, 0, 0]], dtype=torch.int32)  # (b, z, y, x), any row order
     p2v = point_to_voxel(points, coords, pcr, vs, grid)
     assert p2v.tolist() == [1, 0, -1, 1, -1]
-    assert voxel_centers(coords, pcr, vs).tolist() == [[3.5, 0.5, 1.5], [0.5, 0.5, 0.5]]
+    assert voxel_centres(coords, vs, pcr).tolist() == [[3.5, 0.5, 1.5], [0.5, 0.5, 0.5]]

@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from pcdet_seal.losses import chamfer_distance, masked_smooth_l1
+from pcdet_seal.masking.baselines import voxel_centres
 
-from .voxel_index import group_points, voxel_centers
+from .voxel_index import group_points
 
 
 class SealMAEHead(nn.Module):
@@ -49,7 +50,7 @@ class SealMAEHead(nn.Module):
         pred_points = self.point_pred(feats).view(-1, self.num_pred_points, 3)
         pred_seal = self.seal_pred(feats)
         coords = batch_dict["voxel_coords"][masked]
-        centers = voxel_centers(coords, self.point_cloud_range, self.voxel_size)
+        centers = voxel_centres(coords, self.voxel_size, self.point_cloud_range)
         batch_dict.update(mae_masked_index=masked, pred_point_offsets=pred_points, pred_seal=pred_seal)
         if self.training:
             gt, counts = group_points(batch_dict["points"][:, 1:4], batch_dict["point2voxel"],

@@ -37,14 +37,6 @@ def point_to_voxel(points: torch.Tensor, voxel_coords: torch.Tensor, point_cloud
     return out
 
 
-def voxel_centers(voxel_coords: torch.Tensor, point_cloud_range: Sequence[float],
-                  voxel_size: Sequence[float]) -> torch.Tensor:
-    """(N, 4) ``(b, z, y, x)`` → (N, 3) voxel centres ``(idx + 0.5)·v + pc_min`` in (x, y, z) metres."""
-    low = torch.tensor(list(point_cloud_range[:3]), dtype=torch.float32, device=voxel_coords.device)
-    size = torch.tensor(list(voxel_size), dtype=torch.float32, device=voxel_coords.device)
-    return (voxel_coords[:, [3, 2, 1]].float() + 0.5) * size + low
-
-
 def group_points(xyz: torch.Tensor, point2voxel: torch.Tensor, num_voxels: int, voxel_ids: torch.Tensor,
                  max_points: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``max_points`` points (in stored order) of the voxels ``voxel_ids``.
