@@ -9,7 +9,7 @@ ROOT = Path(__file__).parent
 about: dict = {}
 exec((ROOT / "pcdet_seal" / "version.py").read_text(), about)
 
-# Start-up hook (DESIGN.md §1): a .pth file at the root of site-packages whose one line imports
+# Start-up hook (docs/architecture.md §4.1): a .pth file at the root of site-packages whose one line imports
 # the tiny top-level module pcdet_seal_autoload (it only installs a meta-path watcher).
 STARTUP_PTH = "pcdet_seal.pth"
 STARTUP_PTH_LINE = "import pcdet_seal_autoload\n"
@@ -80,7 +80,7 @@ setup(
         "demo": ["matplotlib"],
         # What a source checkout of OpenPCDet 0.6.0 needs to import pcdet.models / pcdet.datasets and run
         # tools/train.py on the DSVT path; the plugin's CPU mode stands in for its CUDA ops,
-        # torch_scatter, torchvision and av2 (DESIGN.md §4; README "CPU mode").
+        # torch_scatter, torchvision and av2 (docs/architecture.md §6; README "CPU mode").
         "openpcdet": [
             "numba",
             "SharedArray",

@@ -1,7 +1,7 @@
 """Benchmark: our torch I2Mask vs the reference's scikit-learn path on a Waymo-sized frame.
 
 Prints ms/frame of both, measured side by side in one run, and their ratio. The reference path
-is re-implemented faithfully (METHOD.md §1.5, §5): device → host copy, scikit-learn KMeans
+is re-implemented faithfully (docs/method.md §4): device → host copy, scikit-learn KMeans
 (k-means++, max_iter 300, tol 1e-4, random_state 0), python loops over the 56 + 10 subsets and
 over the clusters, per-cluster randperm; its AttributeError on ``list.max()`` is fixed so it runs.
 

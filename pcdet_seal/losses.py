@@ -1,5 +1,5 @@
 """Reconstruction losses in pure torch: Chamfer distance for small per-voxel point sets and
-masked SmoothL1 for Seal feature regression (METHOD.md §1.8)."""
+masked SmoothL1 for Seal feature regression (docs/method.md §8)."""
 from __future__ import annotations
 
 from typing import Optional

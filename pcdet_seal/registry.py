@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-# table key -> module whose ``__all__`` dict OpenPCDet reads (DESIGN.md §4).
+# table key -> module whose ``__all__`` dict OpenPCDet reads (docs/architecture.md §4.3).
 TABLES: dict[str, str] = {
     "detector": "pcdet.models.detectors",
     "vfe": "pcdet.models.backbones_3d.vfe",

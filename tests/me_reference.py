@@ -1,4 +1,4 @@
-"""Test-only reference of MinkowskiEngine's sparse convolution semantics (METHOD.md §5.1), a
+"""Test-only reference of MinkowskiEngine's sparse convolution semantics (docs/method.md §2.2), a
 gather-GEMM over a dense index grid, plus an ME-layout Res16UNet state-dict generator and a
 functional ME Res16UNet forward. Independent of spconv and of pcdet_seal's network code.
 """

@@ -1,5 +1,5 @@
 """Every shipped model config builds through pcdet's ``build_network`` (real-size ones: build only);
-pre-training configs follow METHOD.md §1.1/§1.9; pre-training and fine-tuning encoders are identical."""
+pre-training configs follow docs/method.md §1/§9; pre-training and fine-tuning encoders are identical."""
 from __future__ import annotations
 
 import copy
@@ -93,7 +93,7 @@ def test_finetune_encoder_is_the_pretraining_encoder(pretrain, finetune):
 @pytest.mark.parametrize("name", ["seal_pretrain.yaml", "seal_pretrain_nuscenes.yaml"])
 def test_real_size_encoder_runs_on_a_few_voxels(name):
     """The full-grid DSVT encoders run (a few hundred random voxels: cost scales with voxels, not the
-    grid); for nuScenes this is METHOD.md §7 Q6's z = 40 fix (strides 4, 5, 2 → pillars)."""
+    grid); for nuScenes this is docs/method.md §6's z = 40 fix (strides 4, 5, 2 → pillars)."""
     encoder = built(name).backbone_3d.eval()
     x, y, z = encoder.input_layer.sparse_shape
     gen = torch.Generator().manual_seed(0)

@@ -1,4 +1,4 @@
-"""I2Mask against independent re-statements of METHOD.md §1.5."""
+"""I2Mask against independent re-statements of docs/method.md §4."""
 import itertools
 import math
 

@@ -220,7 +220,7 @@ def test_eval_mode_returns_reconstructions_and_empty_boxes(step, cfg):
 
 @pytest.mark.gpu
 def test_one_cuda_step_is_finite(cfg, ds):
-    """GPU smoke step (METHOD.md §8): finite loss and a realised mask ratio inside (0, 0.9)."""
+    """GPU smoke step: finite loss and a realised mask ratio inside (0, 0.9)."""
     torch.manual_seed(0)
     model = network(cfg, ds).cuda()
     model.train()

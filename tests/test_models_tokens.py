@@ -1,4 +1,4 @@
-"""Decoder token assembly (METHOD.md §1.7) on hand-made coordinates."""
+"""Decoder token assembly (docs/method.md §7) on hand-made coordinates."""
 import pytest
 import torch
 

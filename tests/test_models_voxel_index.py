@@ -1,5 +1,5 @@
 """Point ↔ voxel bookkeeping of the pre-training head: the point → voxel map and the grouping of
-the first ≤ G points per voxel in stored order (METHOD.md §1.8)."""
+the first ≤ G points per voxel in stored order (docs/method.md §8)."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""spconv Res16UNet34C teacher vs a MinkowskiEngine-semantics reference (METHOD.md §5.1):
+"""spconv Res16UNet34C teacher vs a MinkowskiEngine-semantics reference (docs/method.md §2.2):
 layer by layer, end to end on a reduced-width net, and the frozen full-width teacher."""
 from __future__ import annotations
 

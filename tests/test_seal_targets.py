@@ -1,4 +1,4 @@
-"""Teacher cells and per-voxel Seal targets (METHOD.md §1.3–1.4) against hand numbers and
+"""Teacher cells and per-voxel Seal targets (docs/method.md §2.3, §3) against hand numbers and
 brute-force loops."""
 from __future__ import annotations
 

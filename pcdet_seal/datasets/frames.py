@@ -1,6 +1,6 @@
 """Frames of an OpenPCDet dataset split for the Seal feature cache: each cloud exactly as the
 pre-training loader builds it (the pre-training dataset's own ``__getitem__``, no augmentation),
-keyed by OpenPCDet's ``frame_id`` (DESIGN.md §2a).
+keyed by OpenPCDet's ``frame_id`` (docs/cache-format.md).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pre-training datasets (METHOD.md §1.1 [DEC], §5 item 8): OpenPCDet's own Waymo and nuScenes
+"""Pre-training datasets (docs/method.md §1): OpenPCDet's own Waymo and nuScenes
 classes with annotations dropped at load time, so that no frame needs a box, none is resampled
 for lack of boxes, there is no class-balanced resampling, and ``frame_id`` passes through as is.
 """

@@ -24,7 +24,7 @@ def build_masker(
     voxel_size: Optional[Sequence[float]] = None,
     point_cloud_range: Optional[Sequence[float]] = None,
 ):
-    """Build the masker named by ``cfg.NAME`` (``MODEL.MASKING`` block of DESIGN.md §2a)."""
+    """Build the masker named by ``cfg.NAME`` (``MODEL.MASKING`` block of docs/architecture.md §5)."""
     name = cfg.get("NAME", "I2Mask")
     if name not in MASKERS:
         raise KeyError(f"MODEL.MASKING.NAME '{name}' is unknown; choose one of {sorted(MASKERS)}")

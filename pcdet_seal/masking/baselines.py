@@ -1,7 +1,7 @@
 """The masking baselines of seed Table D.8: random, range-aware random and FPS-region masking.
 
 All follow the masking interface of ``pcdet_seal.masking``; only valid voxels are masked, and
-ratios are fractions of each frame's valid voxels (METHOD.md §7 Q12).
+ratios are fractions of each frame's valid voxels (docs/method.md §5).
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class RandomMask(FrameMasker):
 
 
 class RangeAwareMask(FrameMasker):
-    """Range-aware random masking after Occupancy-MAE (METHOD.md §7 Q12).
+    """Range-aware random masking after Occupancy-MAE (docs/method.md §5).
 
     Voxels are binned by BEV distance from the sensor with ``DISTANCES`` (default [30, 50] m);
     bin i is masked at ``MASK_RATIO + RATIO_OFFSETS[i]`` (default offsets [0, -0.2, -0.2]: keep

@@ -1,4 +1,4 @@
-"""I2Mask: inter- and intra-class discrimination-guided masking (METHOD.md §1.5), in torch.
+"""I2Mask: inter- and intra-class discrimination-guided masking (docs/method.md §4), in torch.
 
 Per frame: k-means on the voxels' Seal targets, a "fastest class sampling" partition of the
 clusters by cosine distance of their centres (most dissimilar clusters masked most), an

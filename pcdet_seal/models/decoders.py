@@ -1,4 +1,4 @@
-"""Pre-training decoders (METHOD.md §1.7): mask tokens at masked voxels, visible voxels carry their
+"""Pre-training decoders (docs/method.md §7): mask tokens at masked voxels, visible voxels carry their
 encoder ancestor's token; a one-stage stock DSVT (default) or a sparse-conv stack (Table D.6).
 
 Both read ``voxel_coords`` (N_v, 4), ``mae_mask`` (N_v,), the encoder's ``encoder_features``

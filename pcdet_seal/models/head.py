@@ -1,4 +1,4 @@
-"""Reconstruction head of pre-training (METHOD.md §1.8): point offsets (Chamfer) and Seal
+"""Reconstruction head of pre-training (docs/method.md §8): point offsets (Chamfer) and Seal
 features (SmoothL1) for the masked voxels."""
 from __future__ import annotations
 

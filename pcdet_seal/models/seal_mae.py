@@ -1,4 +1,4 @@
-"""``SealMAE``: the PICTURE pre-training detector (METHOD.md §1, DESIGN.md §3).
+"""``SealMAE``: the PICTURE pre-training detector (docs/method.md; docs/architecture.md §3).
 
 VFE (stock) → Seal targets → masking → stock ``DSVT`` encoder on the visible voxels only →
 decoder (``backbone_2d.*``) → reconstruction head (``dense_head.*``). Checkpoint keys of
@@ -26,7 +26,7 @@ HEADS = {"SealMAEHead": SealMAEHead}
 
 
 def mask_stat_scalars(stats: dict) -> dict:
-    """TensorBoard scalars from a masker's per-frame stats (METHOD.md §7 Q4): the spread of the
+    """TensorBoard scalars from a masker's per-frame stats (docs/method.md §4): the spread of the
     realised ratio over frames and, for I2Mask, the frames that fell back to uniform masking and the
     smallest / largest k-means cluster as a fraction of its frame."""
     frames = stats.get("frames", [])

@@ -1,4 +1,4 @@
-"""Per-voxel Seal targets for pre-training (METHOD.md §1.3–1.4): a frozen online teacher or the
+"""Per-voxel Seal targets for pre-training (docs/method.md §2–3): a frozen online teacher or the
 offline feature cache joined by teacher-cell coordinate, reduced to the DSVT voxels.
 
 The teacher is never part of the detector's state dict, parameters or optimiser: it is held by
@@ -26,7 +26,7 @@ MIN_FOUND_WARN = 0.9
 
 
 class SealTargetGenerator(nn.Module):
-    """``MODEL.SEAL_TARGET`` (DESIGN.md §2a) → ``seal_target`` (N_v, C_t), ``seal_valid`` (N_v,).
+    """``MODEL.SEAL_TARGET`` (docs/architecture.md §5) → ``seal_target`` (N_v, C_t), ``seal_valid`` (N_v,).
 
     Config keys: ``MODE`` (online | cache), ``TEACHER_CKPT`` (converted or MinkowskiEngine
     checkpoint, online mode), ``RANDOM_TEACHER`` (online mode without a checkpoint: a randomly

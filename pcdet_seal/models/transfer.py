@@ -1,4 +1,4 @@
-"""Weight-transfer report (METHOD.md §2): load a pre-training checkpoint into a fine-tuning network
+"""Weight-transfer report (docs/method.md §10): load a pre-training checkpoint into a fine-tuning network
 exactly as ``--pretrained_model`` does (``Detector3DTemplate._load_state_dict``, key and shape must
 match) and count what loaded per top-level prefix."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Offline Seal feature store (DESIGN.md §2a): ``meta.json`` + one ``<frame_id>.npz`` per frame
+"""Offline Seal feature store (docs/cache-format.md): ``meta.json`` + one ``<frame_id>.npz`` per frame
 with integer teacher-cell ``coords`` and ``feats``; atomic writer, validating reader that joins
 rows by coordinate, and the resumable, shardable frame loop that fills it.
 """

@@ -1,5 +1,5 @@
 """MinkowskiEngine MinkUNet checkpoints (SLidR, Lightning or bare state dict) → spconv teacher:
-strict key/shape validation, kernel layout conversion (METHOD.md §5.1), converted-file I/O.
+strict key/shape validation, kernel layout conversion (docs/method.md §2.2), converted-file I/O.
 Needs torch only; spconv is imported when a teacher is built (`load_teacher`).
 """
 from __future__ import annotations
@@ -254,7 +254,7 @@ def convert_checkpoint(src: PathLike, dst: PathLike, arch: Res16UNetArch = Res16
     hints = {k: v for k, v in config.items()
              if any(s in k.lower() for s in ("cylind", "voxel_size", "normalize"))}
     if hints:
-        logger.info("%s: training config of the teacher: %s (see METHOD.md §7 Q3)", src, hints)
+        logger.info("%s: training config of the teacher: %s (see docs/method.md §2.3)", src, hints)
     meta = {
         "format": CONVERTED_FORMAT,
         "conversion_version": CONVERSION_VERSION,

@@ -1,4 +1,4 @@
-"""The Seal teacher: MinkUNet Res16UNet34C (METHOD.md §1.3) built from spconv layers, and its
+"""The Seal teacher: MinkUNet Res16UNet34C (docs/method.md §2.1) built from spconv layers, and its
 frozen wrapper. spconv is imported (through ``spconv_utils``) only when a network is built.
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one place that imports spconv: layer factories and the per-device algorithm choice.
 
 spconv is imported lazily, on the first layer built, so importing this module is free.
-On CPU tensors only ``ConvAlgo.Native`` is correct (DESIGN.md §4); on CUDA spconv's default.
+On CPU tensors only ``ConvAlgo.Native`` is correct (docs/architecture.md §6); on CUDA spconv's default.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ def set_conv_algo(module: nn.Module, device: torch.device) -> None:
 
 @contextlib.contextmanager
 def safe_cpu_threads(device: torch.device) -> Iterator[None]:
-    """Run spconv single-threaded on CPU tensors when spconv is a CPU-only build (DESIGN.md §4)."""
+    """Run spconv single-threaded on CPU tensors when spconv is a CPU-only build (docs/architecture.md §6)."""
     if device.type != "cpu" or not spconv_modules().cpu_only_build:
         yield
         return

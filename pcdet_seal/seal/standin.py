@@ -4,7 +4,7 @@ offline feature cache exactly as a real teacher's output ("bring your own featur
 
 Why class-dependent noise: I2Mask's intra-class coefficient is ``r_c = 1 - D_k / max_j D_j``
 with ``D_k`` the mean distance, beyond ``λ = 0.6``, of cluster k's members from its centre
-(METHOD.md §1.5). If every class had the same noise, every ``D_k`` would be about equal, all
+(docs/method.md §4). If every class had the same noise, every ``D_k`` would be about equal, all
 ``r_c ≈ 0`` and almost nothing would be masked. So some classes are tight (no member beyond
 λ: ``D_k = 0``, ``r_c = 1``, masked at their full base ratio), others spread so that a varying
 share of their points lies beyond λ (``0 < r_c < 1``), and the widest one gets ``r_c = 0``.

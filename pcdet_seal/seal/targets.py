@@ -1,4 +1,4 @@
-"""Seal targets (METHOD.md §1.3–1.4): points → teacher cells, teacher cell features → per-voxel
+"""Seal targets (docs/method.md §2.3, §3): points → teacher cells, teacher cell features → per-voxel
 targets on the DSVT grid (point-weighted mean or the reference's representative mode), and the
 coordinate join used everywhere rows are matched. Pure torch, native scatter ops.
 """
@@ -12,7 +12,7 @@ import torch
 
 QUANT_MODES = ("cartesian", "cylindrical")
 TARGET_MODES = ("point_mean", "representative")
-#: SLidR's cylindrical cells: ρ 0.1 m, φ 1°, z 0.1 m (METHOD.md §7 Q3).
+#: SLidR's cylindrical cells: ρ 0.1 m, φ 1°, z 0.1 m (docs/method.md §2.3).
 SLIDR_CYLINDRICAL_CELL = (0.1, 1.0, 0.1)
 _MAX_KEY = 1 << 62
 
@@ -157,7 +157,7 @@ def voxel_targets(cell_feats: torch.Tensor, point2cell: torch.Tensor, point2voxe
         num_voxels: N_v.
         mode: ``"point_mean"`` (each voxel: mean over its points of their cell's feature) or
             ``"representative"`` (each voxel: mean over the cells whose representative point
-            lies in it; METHOD.md §1.4 reference parity; needs ``representative``).
+            lies in it; docs/method.md §3, reference parity; needs ``representative``).
         representative: (N_t,) int64 representative point of each cell.
         cell_valid: (N_t,) bool, False for cells without a feature (e.g. absent from a cache).
 

@@ -1,6 +1,6 @@
 """The label vocabulary of the synthetic scenes: seed Table C.1 superclasses and detection classes.
 
-The eight superclasses follow METHOD.md §3 (seed Table C.1) in its row order, 0-based.
+The eight superclasses follow the paper's Table C.1 in its row order, 0-based.
 Cyclists are split as that table splits them: the bicycle is ``two_wheeler``, the rider ``human``.
 """
 from __future__ import annotations
