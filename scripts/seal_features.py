@@ -32,7 +32,7 @@ import torch
 
 from pcdet_seal.seal.cache import (DTYPES, CacheMeta, FeatureCacheWriter, FeatureFn, Frame,
                                    SealCacheError, parse_shard, write_features)
-from pcdet_seal.seal.checkpoint import SealCheckpointError, load_teacher
+from pcdet_seal.seal.checkpoint import SealCheckpointError, check_teacher_width, load_teacher
 from pcdet_seal.seal.minkunet import Res16UNetArch
 from pcdet_seal.seal.targets import QUANT_MODES, teacher_input
 
@@ -190,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--teacher-id", default=None, help="name in meta.json (default: source file name)")
     parser.add_argument("--trust-pickle", action="store_true", help="see convert_seal_checkpoint.py")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--verify", action="store_true",
+                        help="load every frame already cached and write the unreadable ones again (listed)")
+    parser.add_argument("--skip-bad-frames", action="store_true",
+                        help="go on past frames whose points hold NaN/inf or absurd coordinates and list them "
+                             "(default: stop at the first)")
     return parser
 
 
@@ -221,6 +226,9 @@ def main(argv: Optional[Sequence[str]] = None,
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                               else "cpu" if args.device == "auto" else args.device)
         teacher, tmeta = load_teacher(args.ckpt, device, arch=arch, trust_pickle=args.trust_pickle)
+        if settings.get("NUM_FEATURES") is not None:
+            check_teacher_width(teacher.arch.out_channels, int(settings["NUM_FEATURES"]), args.ckpt,
+                                f"MODEL.SEAL_TARGET.NUM_FEATURES of {args.cfg}")
         meta = CacheMeta(teacher_id=args.teacher_id or tmeta["source_file"],
                          teacher_sha256=tmeta["source_sha256"], quant_mode=args.quant,
                          cell_size=tuple(args.cell_size), feature_dim=teacher.arch.out_channels,
@@ -230,12 +238,18 @@ def main(argv: Optional[Sequence[str]] = None,
                               args.feature_scale, args.tanh_feature, args.point_cloud_range,
                               args.mask_z)
         logger.info("teacher %s on %s; %d frames in the source", meta.teacher_id, device, len(frames))
-        stats = write_features(frames, fn, writer, shard, progress=not args.no_progress)
+        stats = write_features(frames, fn, writer, shard, progress=not args.no_progress, verify=args.verify,
+                               skip_bad_frames=args.skip_bad_frames)
     except (SealCacheError, SealCheckpointError, ValueError, KeyError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"shard {shard[0]}/{shard[1]}: {stats['written']} frames written, {stats['skipped']} "
           f"already cached, of {stats['shard_frames']}; cache {args.out}")
+    for label, found in (("rewritten (--verify found them unreadable)", stats["broken_frames"]),
+                         ("skipped (bad input, --skip-bad-frames)", stats["bad_frames"])):
+        if found:
+            print(f"{len(found)} frames {label}:")
+            print("\n".join(f"  {reason}" for reason in found.values()))
     return 0
 
 

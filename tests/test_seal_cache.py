@@ -2,24 +2,30 @@
 shards, clear errors, and scripts/seal_features.py end to end."""
 from __future__ import annotations
 
+import errno
 import importlib.util
+import io
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pcdet_seal.seal.cache import (CacheMeta, FeatureCache, FeatureCacheWriter, Frame,
-                                   MissingFrameError, SealCacheError, parse_shard, select_shard,
-                                   write_features)
+from pcdet_seal.seal.cache import (FORMAT_VERSION, HOST, BadFrameError, CacheMeta, FeatureCache,
+                                   FeatureCacheWriter, Frame, MissingFrameError, SealCacheError,
+                                   check_points, parse_shard, select_shard, write_features)
 from pcdet_seal.seal.targets import quantize, teacher_cells
 
 ROOT = Path(__file__).resolve().parents[1]
 FP16_REL_ERR = 2.0 ** -11  # half precision rounding, relative
+SHA = np.asarray("ab" * 32)  # the teacher hash every frame file records
 
 
 def _meta(dtype: str = "float16", dim: int = 64, compressed: bool = False, sha: str = "ab" * 32) -> CacheMeta:
@@ -91,16 +97,16 @@ def test_cached_targets_follow_shuffled_points(tmp_path):
     assert torch.equal(per_point[0][perm], per_point[1])
 
 
-def test_an_exception_mid_write_leaves_nothing(tmp_path, monkeypatch):
+def test_a_full_disk_names_the_frame_and_path_and_leaves_nothing(tmp_path, monkeypatch):
     writer = FeatureCacheWriter(tmp_path, _meta())
     coords, feats = _frame()
 
     def broken_savez(f, **arrays):
         f.write(b"PK\x03\x04 partial")
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(np, "savez", broken_savez)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(SealCacheError, match=r"frame 'x': cannot write .*x\.npz \(OSError: .*No space left"):
         writer.write("x", coords, feats)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]
 
@@ -129,7 +135,7 @@ def test_a_killed_writer_leaves_no_readable_partial_file_and_resume_completes(tm
     coords, feats = _frame()
     stats = write_features([Frame("frame_007", lambda: np.zeros((1, 4)))], lambda pts: (coords, feats),
                            FeatureCacheWriter(tmp_path, _meta()), progress=False)
-    assert stats == {"shard_frames": 1, "skipped": 0, "written": 1}
+    assert (stats["shard_frames"], stats["skipped"], stats["written"]) == (1, 0, 1)
     assert not list(tmp_path.glob("*.tmp"))  # the stale temp file was removed
     assert cache.load("frame_007")[0].shape == coords.shape
 
@@ -150,7 +156,7 @@ def test_resume_skips_finished_frames_and_shards_partition(tmp_path):
     assert write_features(frames, features, writer, (1, 3), progress=False)["written"] == 2
     assert sorted(calls) == [1, 4]
     stats = write_features(frames, features, writer, (0, 1), progress=False)
-    assert stats == {"shard_frames": 7, "skipped": 2, "written": 5}
+    assert (stats["shard_frames"], stats["skipped"], stats["written"]) == (7, 2, 5)
     assert sorted(calls) == list(range(7))  # frames 1 and 4 were not recomputed
     assert write_features(frames, features, writer, progress=False)["written"] == 0
     assert parse_shard("2/4") == (2, 4)
@@ -180,14 +186,14 @@ def test_errors_name_the_frame_and_the_file(tmp_path):
     zipped.write_bytes(zipped.read_bytes()[: zipped.stat().st_size // 2])
     with pytest.raises(SealCacheError, match=r"frame 'cut' \(.*cut\.npz\): corrupt cache file"):
         FeatureCache(tmp_path / "z").load("cut")
-    np.savez(tmp_path / "nan.npz", coords=coords.numpy(), feats=bad.numpy().astype(np.float16))
+    np.savez(tmp_path / "nan.npz", coords=coords.numpy(), feats=bad.numpy().astype(np.float16), teacher_sha256=SHA)
     with pytest.raises(SealCacheError, match=r"frame 'nan' \(.*nan\.npz\): 1 feature rows hold NaN/inf"):
         cache.load("nan")
-    np.savez(tmp_path / "wrongdim.npz", coords=coords.numpy(), feats=feats[:, :8].numpy().astype(np.float16))
+    np.savez(tmp_path / "wrongdim.npz", coords=coords.numpy(), feats=feats[:, :8].numpy().astype(np.float16), teacher_sha256=SHA)
     with pytest.raises(SealCacheError, match=r"frame 'wrongdim' .*feats must be float16 \(\d+, 64\), got float16"):
         cache.load("wrongdim")
     dup = np.concatenate([coords.numpy(), coords.numpy()[:1]])
-    np.savez(tmp_path / "dup.npz", coords=dup, feats=np.zeros((len(dup), 64), np.float16))
+    np.savez(tmp_path / "dup.npz", coords=dup, feats=np.zeros((len(dup), 64), np.float16), teacher_sha256=SHA)
     with pytest.raises(SealCacheError, match=r"frame 'dup' \(.*dup\.npz\): table holds 1 duplicate"):
         cache.lookup("dup", coords)
     with pytest.raises(SealCacheError, match=r"meta\.json: feature_dim is 64 but the config expects 96"):
@@ -252,3 +258,219 @@ def test_seal_features_script_end_to_end(tmp_path, capsys):
         assert (got - expect).abs().max() <= FP16_REL_ERR + 1e-6
     assert script.main(common + ["--dtype", "int8"]) == 1  # settings differ from the existing cache
     assert "different settings" in capsys.readouterr().err
+
+
+# --- issue 13: nothing wrong in silence -------------------------------------------------------
+
+def test_every_frame_records_its_teacher_and_a_mixed_cache_is_refused_frame_by_frame(tmp_path):
+    coords, feats = _frame()
+    FeatureCacheWriter(tmp_path / "a", _meta(sha="aa" * 32)).write("f", coords, feats)
+    FeatureCacheWriter(tmp_path / "b", _meta(sha="bb" * 32)).write("f", coords, feats)
+    with np.load(tmp_path / "a" / "f.npz") as data:
+        assert str(data["teacher_sha256"]) == "aa" * 32
+    assert json.loads((tmp_path / "a" / "meta.json").read_text())["format_version"] == FORMAT_VERSION == 2
+    (tmp_path / "b" / "f.npz").replace(tmp_path / "a" / "g.npz")  # a frame of teacher bb in cache aa
+    cache = FeatureCache(tmp_path / "a")
+    assert cache.load("f")[0].shape == coords.shape
+    with pytest.raises(SealCacheError, match=r"frame 'g' \(.*g\.npz\): written by teacher bbbb.*names teacher "
+                                             r"aaaa.*mixes teachers"):
+        cache.load("g")
+    assert list(cache.check()) == ["g"]
+
+
+def test_frames_without_meta_are_refused_instead_of_adopted_by_another_teacher(tmp_path):
+    coords, feats = _frame()
+    FeatureCacheWriter(tmp_path, _meta(sha="aa" * 32)).write("old", coords, feats)
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(SealCacheError, match=r"holds 1 frame files \(e\.g\. old\.npz\) but no meta\.json"):
+        FeatureCacheWriter(tmp_path, _meta(sha="bb" * 32))
+    assert not (tmp_path / "meta.json").exists()
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_concurrent_writers_with_different_settings_exactly_one_wins(tmp_path, monkeypatch, hard_links):
+    if not hard_links:  # file systems without hard links: O_EXCL creation
+        def no_link(src, dst):
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+        monkeypatch.setattr(os, "link", no_link)
+    for attempt in range(5):
+        folder = tmp_path / str(attempt)
+        barrier = threading.Barrier(6)
+        outcome: dict[str, str] = {}
+
+        def start(sha: str) -> None:
+            barrier.wait()
+            try:
+                FeatureCacheWriter(folder, _meta(sha=sha))
+                outcome[sha] = "accepted"
+            except SealCacheError as err:
+                outcome[sha] = str(err)
+
+        threads = [threading.Thread(target=start, args=(f"{i:02d}" * 32,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [sha for sha, result in outcome.items() if result == "accepted"]
+        assert len(winners) == 1, outcome
+        assert json.loads((folder / "meta.json").read_text())["teacher"]["sha256"] == winners[0]
+        assert all("different settings" in r for sha, r in outcome.items() if sha != winners[0])
+        assert sorted(p.name for p in folder.iterdir()) == ["meta.json"]  # no temp files left
+
+
+def test_a_version_1_cache_is_refused_by_reader_and_writer_naming_the_version(tmp_path):
+    coords, feats = _frame()
+    FeatureCacheWriter(tmp_path, _meta()).write("f", coords, feats)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["format_version"] = 1
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with np.load(tmp_path / "f.npz") as data:  # a version-1 frame: no teacher hash
+        np.savez(tmp_path / "f.npz", coords=data["coords"], feats=data["feats"])
+    match = r"meta\.json: cache format version 1 \(its frames do not record their teacher.*version 2 only.*again"
+    with pytest.raises(SealCacheError, match=match):
+        FeatureCache(tmp_path)
+    with pytest.raises(SealCacheError, match=match):
+        FeatureCacheWriter(tmp_path, _meta())
+    meta["format_version"] = 2  # a v1 frame under a v2 meta.json is still refused
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(SealCacheError, match=r"frame 'f' .*no 'teacher_sha256' string"):
+        FeatureCache(tmp_path).load("f")
+
+
+def test_an_overlapping_writer_does_not_delete_a_live_writers_temp_file(tmp_path, monkeypatch):
+    coords, feats = _frame()
+    first, second = FeatureCacheWriter(tmp_path, _meta()), FeatureCacheWriter(tmp_path, _meta())
+    real_savez = np.savez
+
+    def savez_while_another_run_starts(f, **arrays):
+        real_savez(f, **arrays)
+        assert second.remove_stale_temps(["f"]) == 0  # the other run resumes the same frame now
+
+    monkeypatch.setattr(np, "savez", savez_while_another_run_starts)
+    first.write("f", coords, feats)  # used to die with ENOENT at the rename
+    assert FeatureCache(tmp_path).load("f")[0].shape == coords.shape
+
+
+def test_only_temp_files_of_provably_gone_owners_are_removed(tmp_path):
+    writer = FeatureCacheWriter(tmp_path, _meta())
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = tmp_path / f".f.npz.{HOST}.{sleeper.pid}.0a0b0c0d.tmp"
+    gone = tmp_path / f".f.npz.{HOST}.{dead.pid}.0a0b0c0d.tmp"
+    foreign = tmp_path / f".f.npz.other-host.{dead.pid}.0a0b0c0d.tmp"
+    for temp in (live, gone, foreign):
+        temp.write_bytes(b"partial")
+    try:
+        assert writer.remove_stale_temps(["f"]) == 1
+        assert live.exists() and foreign.exists() and not gone.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert writer.remove_stale_temps(["f"]) == 1  # its owner is gone now
+    assert not live.exists() and foreign.exists()  # another host's temp is never judged
+
+
+def test_verify_rewrites_truncated_frames_and_the_cache_check_lists_them(tmp_path, capsys):
+    frames = [Frame(f"s{i}", lambda i=i: np.full((5, 4), i, np.float32)) for i in range(3)]
+    writer = FeatureCacheWriter(tmp_path, _meta())
+    write_features(frames, lambda pts: _frame(50, seed=int(pts[0, 0])), writer, progress=False)
+    path = tmp_path / "s1.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # e.g. a host lost power
+    assert write_features(frames, lambda pts: _frame(50), writer, progress=False)["written"] == 0  # not verified
+    script = _script("check_seal_cache")
+    assert script.main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "BAD s1: frame 's1'" in out and "2 of 3 frames good, 1 bad" in out
+    stats = write_features(frames, lambda pts: _frame(50, seed=int(pts[0, 0])), writer, progress=False, verify=True)
+    assert (stats["written"], stats["skipped"], list(stats["broken_frames"])) == (1, 2, ["s1"])
+    assert "corrupt cache file" in stats["broken_frames"]["s1"]
+    assert script.main([str(tmp_path)]) == 0
+    assert "3 of 3 frames good, 0 bad" in capsys.readouterr().out
+    assert script.main([str(tmp_path / "nothing")]) == 2
+
+
+def test_every_read_error_is_a_cache_error_naming_frame_and_file(tmp_path):
+    coords, feats = _frame(20)
+    writer = FeatureCacheWriter(tmp_path, _meta())
+    path = writer.write("f", coords, feats)
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    raw = members["coords.npy"]
+    hlen = int.from_bytes(raw[8:10], "little")
+    members["coords.npy"] = raw[:10] + b"{'descr': '<i4\n".ljust(hlen - 1) + b"\n" + raw[10 + hlen:]
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    path.write_bytes(buf.getvalue())  # numpy raises tokenize.TokenError on this header
+    with pytest.raises(SealCacheError, match=r"frame 'f' \(.*f\.npz\): corrupt cache file \(TokenError"):
+        FeatureCache(tmp_path).load("f")
+
+
+def test_an_empty_frame_is_written_with_a_warning_and_looks_up_as_not_found(tmp_path, caplog):
+    writer = FeatureCacheWriter(tmp_path, _meta())
+    with caplog.at_level("WARNING", logger="pcdet_seal.seal.cache"):
+        stats = write_features([Frame("e", lambda: np.zeros((0, 4), np.float32))],
+                               lambda pts: (np.zeros((0, 3), np.int32), np.zeros((0, 64), np.float32)),
+                               writer, progress=False)
+    assert stats["empty"] == 1 and "frame 'e': no teacher cells" in caplog.text
+    feats, found = FeatureCache(tmp_path).lookup("e", torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    assert feats.shape == (2, 64) and not found.any() and not feats.any()
+
+
+def test_bad_point_clouds_are_refused_before_the_teacher_or_skipped_and_listed(tmp_path):
+    good = np.zeros((10, 4), np.float32)
+    nan = good.copy()
+    nan[3, 1] = np.nan
+    far = good.copy()
+    far[2, 0] = 1e7
+    with pytest.raises(BadFrameError, match=r"frame 'n': 1 of 10 points hold NaN/inf \(first: row 3"):
+        check_points(nan, "n")
+    with pytest.raises(BadFrameError, match=r"frame 'x': x reaches 1e\+07 m"):
+        check_points(far, "x")
+    with pytest.raises(BadFrameError, match=r"frame 's': points must be a numeric \(N, >=4\) array"):
+        check_points(np.zeros((5, 3)), "s")
+    frames = [Frame("a_nan", lambda: nan), Frame("b_far", lambda: far), Frame("c_ok", lambda: good)]
+    calls: list[int] = []
+
+    def teacher(points):
+        calls.append(len(points))
+        return _frame(20)
+
+    writer = FeatureCacheWriter(tmp_path, _meta())
+    with pytest.raises(BadFrameError, match="frame 'a_nan'"):
+        write_features(frames, teacher, writer, progress=False)
+    assert calls == []  # the teacher never saw the bad cloud
+    stats = write_features(frames, teacher, writer, progress=False, skip_bad_frames=True)
+    assert sorted(stats["bad_frames"]) == ["a_nan", "b_far"] and stats["written"] == 1 and calls == [10]
+
+
+@pytest.mark.parametrize("frame_id", ["../evil", "..", "/etc/passwd", "a/b", "a\\b", ".hidden", "", "x\0y"])
+def test_frame_ids_cannot_escape_the_cache_on_read_or_write(tmp_path, frame_id):
+    coords, feats = _frame(20)
+    writer = FeatureCacheWriter(tmp_path / "c", _meta())
+    with pytest.raises(ValueError, match="cannot name a cache file"):
+        writer.write(frame_id, coords, feats)
+    with pytest.raises(ValueError, match="cannot name a cache file"):
+        FeatureCache(tmp_path / "c").load(frame_id)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["meta.json"]
+    # A cloud with NaN stops the shard naming the frame, before the teacher; --skip-bad-frames lists it.
+    bad_dir = tmp_path / "bad_lidar"
+    bad_dir.mkdir()
+    np.save(bad_dir / "good.npy", clouds["seq_000"])
+    broken = clouds["seq_001"].copy()
+    broken[7, 2] = np.nan
+    np.save(bad_dir / "nan_frame.npy", broken)
+    bad_common = ["--ckpt", str(tmp_path / "teacher.pth"), "--input", str(bad_dir), "--out", str(tmp_path / "c2"),
+                  "--cell-size", "0.32", "0.32", "0.1875", "--no-progress"]
+    assert script.main(bad_common) == 1
+    assert "frame 'nan_frame': 1 of 800 points hold NaN/inf (first: row 7" in capsys.readouterr().err
+    assert script.main(bad_common + ["--skip-bad-frames"]) == 0
+    out = capsys.readouterr().out
+    assert "1 frames written" in out and "1 frames skipped (bad input, --skip-bad-frames):" in out
+    assert "frame 'nan_frame': 1 of 800 points" in out
+    (tmp_path / "c2" / "good.npz").write_bytes(b"truncated")
+    assert script.main(bad_common + ["--skip-bad-frames", "--verify"]) == 0
+    assert "1 frames rewritten (--verify found them unreadable):" in capsys.readouterr().out
+    assert FeatureCache(tmp_path / "c2").check() == {}
