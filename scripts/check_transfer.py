@@ -35,7 +35,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         enable_cpu_mode()
     from pcdet_seal import registry
     from pcdet_seal.models.config_network import build_network_from_config, load_config
-    from pcdet_seal.models.transfer import REQUIRED_PREFIXES, read_model_state, transfer_report
+    from pcdet_seal.models.transfer import (REQUIRED_PREFIXES, CheckpointFormatError, read_model_state,
+                                            transfer_report)
 
     registry.register()
     required = tuple(args.require or REQUIRED_PREFIXES)
@@ -47,8 +48,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         state = read_model_state(args.pretrain_ckpt)
-    except (OSError, KeyError, RuntimeError) as err:
-        print(f"error: cannot read {args.pretrain_ckpt}: {err}", file=sys.stderr)
+    except CheckpointFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
     report = transfer_report(model, state)
     print(f"{args.pretrain_ckpt} -> {cfg.MODEL.NAME} ({args.finetune_cfg})")
@@ -56,8 +57,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if report.complete(required):
         print(f"OK: 100 % of {', '.join(p + '.*' for p in required)} load")
         return 0
-    print(f"FAIL: not every tensor of {', '.join(p + '.*' for p in required)} loads "
-          "(--pretrained_model would silently leave them at initialisation):", file=sys.stderr)
+    if report.non_finite:
+        print(f"FAIL: {len(report.non_finite)} checkpoint tensors hold NaN/inf (fine-tuning would start from "
+              "them):", file=sys.stderr)
+    else:
+        print(f"FAIL: not every tensor of {', '.join(p + '.*' for p in required)} loads "
+              "(--pretrained_model would silently leave them at initialisation):", file=sys.stderr)
     for line in report.problems(required):
         print(f"  {line}", file=sys.stderr)
     return 1

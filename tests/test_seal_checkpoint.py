@@ -164,3 +164,82 @@ def test_converted_keys_match_the_spconv_network_and_load_teacher(tmp_path):
     direct, direct_meta = load_teacher(tmp_path / "s.ckpt", arch=SMALL)  # ME file, converted in memory
     assert direct_meta["source_sha256"] == meta["source_sha256"]
     assert torch.equal(direct.net.final.weight, teacher.net.final.weight)
+
+
+# --- issue 13: nothing wrong in silence -------------------------------------------------------
+
+def test_a_teacher_with_one_nan_is_refused_naming_the_tensor(tmp_path, capsys):
+    state = _small_state(4)
+    state["block2.0.conv1.kernel"][0, 0, 0] = float("nan")
+    state["bn0.bn.running_var"][1] = float("inf")
+    torch.save({"model_points": state}, tmp_path / "nan.pt")
+    match = r"nan\.pt: 2 tensors hold NaN/inf.*bn0\.bn\.running_var \(1 of 8 values\).*block2\.0\.conv1\.kernel"
+    with pytest.raises(SealCheckpointError, match=match):
+        convert_checkpoint(tmp_path / "nan.pt", tmp_path / "out.pth", SMALL)
+    assert not (tmp_path / "out.pth").exists()
+    with pytest.raises(SealCheckpointError, match=match):  # an ME file converted in memory
+        read_teacher_checkpoint(tmp_path / "nan.pt", SMALL)
+    # A converted file that went bad afterwards is refused on loading too.
+    torch.save({"model_points": _small_state(4)}, tmp_path / "ok.pt")
+    convert_checkpoint(tmp_path / "ok.pt", tmp_path / "t.pth", SMALL)
+    obj = torch.load(tmp_path / "t.pth")
+    obj["state_dict"]["final.weight"][0, 0] = float("nan")
+    torch.save(obj, tmp_path / "t.pth")
+    with pytest.raises(SealCheckpointError, match=r"t\.pth: 1 tensors hold NaN/inf.*final\.weight \(1 of 128"):
+        read_teacher_checkpoint(tmp_path / "t.pth")
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("text", r"text\.pth: unreadable or corrupt \(.*\); expected a torch file"),
+    ("empty", r"empty\.pth: unreadable or corrupt \(EOFError.*expected a torch file"),
+    ("list", r"list\.pth: expected a MinkUNet checkpoint, a dict .*got a list"),
+    ("no_arch", r"no_arch\.pth: a converted teacher file needs meta keys \['arch'\]"),
+    ("bad_arch", r"bad_arch\.pth: meta\['arch'\] is not a Res16UNet architecture"),
+    ("bad_state", r"bad_state\.pth: a converted teacher file needs 'state_dict', a dict of tensors; got list"),
+])
+def test_files_that_are_not_teachers_get_one_clear_message(tmp_path, capsys, kind, match):
+    path = tmp_path / f"{kind}.pth"
+    meta = {"format": CONVERTED_FORMAT, "conversion_version": 1, "arch": SMALL.to_dict(), "source_file": "x",
+            "source_sha256": "00"}
+    if kind == "text":
+        path.write_text("hello, this is not a checkpoint\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "list":
+        torch.save([1, 2], path)
+    elif kind == "no_arch":
+        torch.save({"state_dict": {}, "meta": {k: v for k, v in meta.items() if k != "arch"}}, path)
+    elif kind == "bad_arch":
+        torch.save({"state_dict": {}, "meta": {**meta, "arch": {"depth": 3}}}, path)
+    else:
+        torch.save({"state_dict": [1], "meta": meta}, path)
+    with pytest.raises(SealCheckpointError, match=match):
+        read_teacher_checkpoint(path)
+    assert _script("convert_seal_checkpoint").main([str(path), str(tmp_path / "out.pth")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(path) in err and "Traceback" not in err
+
+
+class _Payload:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['PWNED_FILE'], 'w').write('pwned')",))
+
+
+def test_a_malicious_checkpoint_is_refused_and_its_payload_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED_FILE", str(marker))
+    torch.save({"model_points": _small_state(), "config": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(SealCheckpointError, match=r"evil\.pt: cannot be read with torch\.load\(weights_only=True\)"):
+        convert_checkpoint(tmp_path / "evil.pt", tmp_path / "out.pth", SMALL)
+    with pytest.raises(SealCheckpointError, match="weights_only=True"):
+        read_teacher_checkpoint(tmp_path / "evil.pt", SMALL)
+    assert not marker.exists() and not (tmp_path / "out.pth").exists()
+
+
+def test_teacher_width_is_checked_against_the_config():
+    from pcdet_seal.seal.checkpoint import check_teacher_width
+
+    check_teacher_width(64, 64, "t.pth", "MODEL.SEAL_TARGET.NUM_FEATURES")
+    with pytest.raises(SealCheckpointError, match=r"t\.pth: the teacher outputs 16 channels per cell but "
+                                                  r"MODEL\.SEAL_TARGET\.NUM_FEATURES is 64"):
+        check_teacher_width(16, 64, "t.pth", "MODEL.SEAL_TARGET.NUM_FEATURES")

@@ -68,6 +68,43 @@ def test_check_transfer_rejects_a_file_that_is_not_a_checkpoint(pretrain_state, 
     assert "model_state" in capsys.readouterr().err
 
 
+def test_check_transfer_refuses_a_checkpoint_with_nan_naming_the_tensor(pretrain_state, tmp_path, capsys):
+    state = {k: v.clone() for k, v in pretrain_state.items()}
+    key = next(k for k, v in state.items() if k.startswith("backbone_3d.") and v.is_floating_point())
+    state[key].view(-1)[0] = float("nan")
+    rc = _check_transfer()([_save(tmp_path / "nan.pth", state), str(TINY_FINETUNE)])
+    captured = capsys.readouterr()
+    assert rc == 1 and "OK" not in captured.out
+    assert "FAIL: 1 checkpoint tensors hold NaN/inf" in captured.err
+    assert f"{key} (1 of {state[key].numel()} values): NaN/inf in the checkpoint" in captured.err
+
+
+def test_check_transfer_prints_both_shapes_of_a_mismatch(pretrain_state, tmp_path, capsys):
+    state = dict(pretrain_state)
+    key = next(k for k, v in state.items() if k.startswith("vfe.") and v.ndim == 2)
+    state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
+    assert _check_transfer()([_save(tmp_path / "shape.pth", state), str(TINY_FINETUNE)]) == 1
+    net = list(pretrain_state[key].shape)
+    assert f"{key}: shape {[net[0] + 1, net[1]]} in the checkpoint, {net} in the network" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["text", "empty", "list", "not_tensors"])
+def test_check_transfer_names_the_file_and_what_was_expected(tmp_path, capsys, kind):
+    path = tmp_path / f"{kind}.pth"
+    if kind == "text":
+        path.write_text("hello\n")
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "list":
+        torch.save([1, 2], path)
+    else:
+        torch.save({"model_state": [1, 2]}, path)
+    assert _check_transfer()([str(path), str(TINY_FINETUNE)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: ") and "expected an OpenPCDet checkpoint" in err
+    assert "Traceback" not in err
+
+
 def _hook_installed() -> bool:
     code = "import sys, pcdet_seal_autoload; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -118,8 +118,33 @@ def _torch_load(path: PathLike, trust_pickle: bool) -> Any:
             f"holds objects other than tensors and plain containers ({detail}). Re-save only its "
             f"state dict, or, if you trust the file, pass trust_pickle=True (--trust-pickle)."
         ) from err
-    except (RuntimeError, EOFError, OSError) as err:
-        raise SealCheckpointError(f"Seal checkpoint {path}: unreadable or corrupt ({err})") from err
+    except Exception as err:  # noqa: BLE001 - torch.load raises anything on foreign bytes (KeyError for text)
+        raise SealCheckpointError(
+            f"Seal checkpoint {path}: unreadable or corrupt ({type(err).__name__}: {err}); expected a torch file "
+            f"holding a MinkowskiEngine MinkUNet checkpoint or a file written by convert_seal_checkpoint.py"
+        ) from err
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise `SealCheckpointError` naming every tensor of ``state`` that holds NaN/inf."""
+    bad = []
+    for key, value in state.items():
+        if value.is_floating_point() or value.is_complex():
+            count = int((~torch.isfinite(value)).sum())
+            if count:
+                bad.append(f"{key} ({count} of {value.numel()} values)")
+    if bad:
+        raise SealCheckpointError(f"{source}: {len(bad)} tensors hold NaN/inf, a diverged or corrupt teacher: "
+                                  f"{_listing(bad)}")
+
+
+def check_teacher_width(out_channels: int, expected: int, source: PathLike, key: str) -> None:
+    """Raise `SealCheckpointError` unless the teacher's feature width matches the config's."""
+    if int(out_channels) != int(expected):
+        raise SealCheckpointError(
+            f"{source}: the teacher outputs {out_channels} channels per cell but {key} is {expected}; use the "
+            f"teacher the config was written for, or set {key.split()[0]} to {out_channels}"
+        )
 
 
 def _strip_prefixes(key: str) -> tuple[str, list[str]]:
@@ -141,7 +166,8 @@ def split_source_checkpoint(obj: Any, source: str) -> tuple[dict[str, torch.Tens
     (or ``{}``). Keys of other sub-models (e.g. Lightning's ``model_images.*``) are dropped.
     """
     if not isinstance(obj, dict):
-        raise SealCheckpointError(f"{source}: expected a dict, got {type(obj).__name__}")
+        raise SealCheckpointError(f"{source}: expected a MinkUNet checkpoint, a dict (SLidR 'model_points', "
+                                  f"Lightning 'state_dict' or a bare state dict), got a {type(obj).__name__}")
     if "model_points" in obj and isinstance(obj["model_points"], dict):
         raw, fmt, config = obj["model_points"], "slidr", obj.get("config", {})
     elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
@@ -216,8 +242,10 @@ def convert_kernel(kernel: torch.Tensor) -> torch.Tensor:
 
 def convert_me_state_dict(state: dict[str, torch.Tensor], arch: Res16UNetArch = Res16UNetArch(),
                           source: str = "state dict") -> dict[str, torch.Tensor]:
-    """Validate strictly, then map every ME tensor to the `Res16UNet` (spconv) key and layout."""
+    """Validate strictly (keys, shapes, finite values), then map every ME tensor to the `Res16UNet`
+    (spconv) key and layout."""
     validate_me_state_dict(state, arch, source)
+    check_finite(state, source)
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.endswith(".kernel"):
@@ -288,7 +316,20 @@ def read_teacher_checkpoint(path: PathLike, arch: Optional[Res16UNetArch] = None
                 f"{path}: converted with conversion version {meta.get('conversion_version')}, this "
                 f"version reads {CONVERSION_VERSION}; convert the source checkpoint again"
             )
-        return obj["state_dict"], meta
+        state = obj.get("state_dict")
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise SealCheckpointError(f"{path}: a converted teacher file needs 'state_dict', a dict of tensors; got "
+                                      f"{type(state).__name__}; convert the source checkpoint again")
+        missing = [k for k in ("arch", "source_file", "source_sha256") if k not in meta]
+        if missing:
+            raise SealCheckpointError(f"{path}: a converted teacher file needs meta keys {missing} (has "
+                                      f"{sorted(map(str, meta))}); convert the source checkpoint again")
+        try:
+            Res16UNetArch.from_dict(dict(meta["arch"]))
+        except (TypeError, ValueError) as err:
+            raise SealCheckpointError(f"{path}: meta['arch'] is not a Res16UNet architecture ({err})") from err
+        check_finite(state, str(path))
+        return state, meta
     arch = arch or Res16UNetArch()
     state, fmt, _ = split_source_checkpoint(obj, str(path))
     logger.info("%s: MinkowskiEngine %s checkpoint, converting in memory", path, fmt)
