@@ -2,7 +2,8 @@
 
 Tests come in three kinds (see README): plain (always run), ``pcdet`` (need an importable
 OpenPCDet) and ``gpu`` (need CUDA). The last line before pytest's own closing line says how
-many tests were skipped for lack of pcdet and for lack of CUDA, so a skip is never silent.
+many tests were skipped for lack of pcdet, CUDA, spconv or (install tests, offline) the build
+requirements, so a skip is never silent.
 """
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import pytest
 import torch
 
 HAS_CUDA = torch.cuda.is_available()
+#: Skip reason of the install tests when neither pip nor this interpreter can build the package
+#: (tests/test_registry_install.py uses the same text).
+OFFLINE_BUILD_SKIP = "no build requirements offline"
 
 # With no CUDA device, OpenPCDet (a source checkout) is only importable through the plugin's
 # CPU mode, which must be switched on before the first ``import pcdet``.
@@ -40,12 +44,14 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Print how many tests were skipped for lack of pcdet / CUDA / spconv, and why."""
-    counts = {"pcdet": 0, "CUDA": 0, "spconv": 0, "other": 0}
+    """Print how many tests were skipped for lack of pcdet / CUDA / spconv / offline build tools, and why."""
+    counts = {"pcdet": 0, "CUDA": 0, "spconv": 0, "build": 0, "other": 0}
     for report in terminalreporter.stats.get("skipped", []):
         reason = _skip_reason(report)
         keywords = getattr(report, "keywords", {}) or {}
-        if "CUDA" in reason or "gpu" in keywords:
+        if OFFLINE_BUILD_SKIP in reason:
+            counts["build"] += 1
+        elif "CUDA" in reason or "gpu" in keywords:
             counts["CUDA"] += 1
         elif "pcdet" in reason or "OpenPCDet" in reason:
             counts["pcdet"] += 1
@@ -55,5 +61,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             counts["other"] += 1
     terminalreporter.write_line(
         "pcdet-seal skips: {pcdet} for lack of pcdet, {CUDA} for lack of CUDA, "
-        "{spconv} for lack of spconv, {other} other".format(**counts)
+        "{spconv} for lack of spconv, {build} install tests for lack of build requirements offline, "
+        "{other} other".format(**counts)
     )

@@ -1,9 +1,12 @@
 """I2Mask against independent re-statements of docs/method.md §4."""
 import itertools
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from easydict import EasyDict
 
 from pcdet_seal.masking import build_masker
 from pcdet_seal.masking.i2mask import (
@@ -14,6 +17,8 @@ from pcdet_seal.masking.i2mask import (
 )
 
 from helpers_core import blob_features, coords_for
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def brute_force_partition(centres: list[list[float]], sizes=(3, 3, 2)) -> list[list[int]]:
@@ -200,6 +205,40 @@ def test_config_switches_reach_the_algorithm():
     m_low, _ = build_masker({"NAME": "I2Mask", "BASE_RATIOS": [0.6, 0.3, 0.0]}).mask_frame(
         feats, torch.Generator().manual_seed(0))
     assert 0 < int(m_low.sum()) < int(m_default.sum())
+
+
+def _shipped_masking_block(**overrides) -> EasyDict:
+    """``MODEL.MASKING`` of cfgs/seal_pretrain.yaml with ``--set``-style overrides, as the detector gets it."""
+    block = EasyDict(yaml.safe_load((ROOT / "cfgs" / "seal_pretrain.yaml").read_text())["MODEL"]["MASKING"])
+    block.update(overrides)
+    return block
+
+
+def _far_distance_means(feats: torch.Tensor, labels: torch.Tensor, lam: float, k: int = 8) -> list[float]:
+    """D_k recomputed from the labels: mean distance to the member mean over members beyond ``lam``."""
+    centres = torch.stack([feats[labels == j].double().mean(0) for j in range(k)])
+    delta = (feats.double() - centres[labels]).norm(dim=1)
+    far = [delta[(labels == j) & (delta > lam)] for j in range(k)]
+    return [float(f.mean()) if f.numel() else 0.0 for f in far]
+
+
+def test_partition_from_the_config_reaches_the_algorithm():
+    feats = _spread_frame(2)
+    _, st = build_masker(_shipped_masking_block(PARTITION=[4, 2, 2])).mask_frame(
+        feats, torch.Generator().manual_seed(0))
+    sets = [s.tolist() for s in st["partition"]]
+    assert [len(s) for s in sets] == [4, 2, 2]
+    centres = torch.stack([feats[st["labels"] == j].double().mean(0) for j in range(8)])
+    assert sets == brute_force_partition(centres.tolist(), (4, 2, 2))
+
+
+@pytest.mark.parametrize("lam", [0.5, 0.8])
+def test_lambda_from_the_config_reaches_the_algorithm(lam):
+    feats = _spread_frame(2)
+    _, st = build_masker(_shipped_masking_block(LAMBDA=lam)).mask_frame(feats, torch.Generator().manual_seed(0))
+    expected = _far_distance_means(feats, st["labels"], lam)
+    assert expected != pytest.approx(_far_distance_means(feats, st["labels"], 0.6), abs=1e-3)  # data tells λ apart
+    assert st["D"].tolist() == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.gpu

@@ -84,7 +84,9 @@ def test_seeded_runs_identical_and_seeds_differ():
     x = torch.rand(3000, 16)
     a = kmeans(x, 8, generator=torch.Generator().manual_seed(7))
     b = kmeans(x, 8, generator=torch.Generator().manual_seed(7))
+    c = kmeans(x, 8, generator=torch.Generator().manual_seed(8))
     assert torch.equal(a.labels, b.labels) and torch.equal(a.centres, b.centres)
+    assert not torch.equal(a.centres, c.centres)
 
 
 def test_bad_shape_is_named():

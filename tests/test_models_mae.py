@@ -57,7 +57,10 @@ def test_training_step_gives_finite_loss_and_logs_every_term(step):
     # I2Mask statistics reach TensorBoard: ratio spread over frames and cluster balance.
     assert tb["mask_ratio_min"] <= tb["mask_ratio"] <= tb["mask_ratio_max"]
     assert tb["mask_fallback_frames"] == 0.0
-    assert 0.0 < tb["cluster_min_frac"] <= 1 / 8 <= tb["cluster_max_frac"] < 1.0
+    clustered = data["mask_stats"]["frames"]
+    assert clustered and all(sum(f["cluster_sizes"]) == f["n"] for f in clustered)
+    assert tb["cluster_min_frac"] == pytest.approx(min(min(f["cluster_sizes"]) / f["n"] for f in clustered))
+    assert tb["cluster_max_frac"] == pytest.approx(max(max(f["cluster_sizes"]) / f["n"] for f in clustered))
 
 
 def test_gradients_reach_vfe_encoder_decoder_and_head(step):
@@ -154,10 +157,14 @@ def test_masking_is_chosen_by_config(cfg, ds, masking):
     cfg.MODEL.MASKING.update(masking)
     model = network(cfg, ds)
     model.train()
+    data = batch(ds)
     with torch.no_grad():
-        _, tb, _ = model(batch(ds))
+        _, tb, _ = model(data)
     assert type(model.masking.masker).__name__ == masking["NAME"]
     assert 0.0 < tb["mask_ratio"] < 1.0
+    if masking["NAME"] == "I2Mask":  # PARTITION reached the algorithm through the detector's config
+        frames = data["mask_stats"]["frames"]
+        assert frames and all([len(s) for s in f["partition"]] == [4, 2, 2] for f in frames)
     if masking["NAME"] == "RandomMask":
         assert tb["mask_ratio"] == pytest.approx(0.6, abs=0.02)
 
