@@ -2,7 +2,8 @@
 
 CPU mode when ``PCDET_SEAL_CPU=1``; else a one-line hint if the checkout is unbuilt; and
 :func:`pcdet_seal.registry.register` once ``pcdet.models`` / ``pcdet.datasets`` have executed
-(after the outermost of the two, since ``pcdet.models`` imports ``pcdet.datasets``).
+(after the outermost of the two, since ``pcdet.models`` imports ``pcdet.datasets``); and the
+plugin's optimizer names in OpenPCDet's ``tools/train_utils/optimization`` (:mod:`pcdet_seal.optim`).
 """
 from __future__ import annotations
 
@@ -70,8 +71,17 @@ def install_registration_hook() -> None:
         importhook.after_import(name, _register_when_outermost)
 
 
+def install_optimizer_hook() -> None:
+    """Patch OpenPCDet's ``tools/train_utils/optimization`` right after it is imported, so that
+    ``tools/train.py`` builds the plugin's optimizer names (:mod:`pcdet_seal.optim`)."""
+    from . import optim
+
+    importhook.after_import(optim.TOOLS_MODULE, optim.patch_tools_optimization)
+
+
 def on_first_pcdet_import() -> None:
-    """CPU mode (if ``PCDET_SEAL_CPU=1``), the unbuilt-checkout hint, and the registration hook."""
+    """CPU mode (if ``PCDET_SEAL_CPU=1``), the unbuilt-checkout hint, the registration hook and
+    the optimizer hook."""
     from . import compat
 
     if os.environ.get(CPU_ENV) == "1":
@@ -79,3 +89,4 @@ def on_first_pcdet_import() -> None:
     elif not compat.cpu_mode_enabled():
         importhook.supply_if_missing("pcdet.version", _explain_missing_version)
     install_registration_hook()
+    install_optimizer_hook()

@@ -65,24 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def tools_optimization():
-    """OpenPCDet's ``tools/train_utils/optimization`` (build_optimizer, build_scheduler), imported
-    from its file without putting ``tools/`` on ``sys.path``."""
-    from pcdet_seal.models.config_network import pcdet_tools_dir
-
-    name = "pcdet_tools_optimization"
-    if name in sys.modules:
-        return sys.modules[name]
-    folder = pcdet_tools_dir() / "train_utils" / "optimization"
-    spec = importlib.util.spec_from_file_location(name, folder / "__init__.py", submodule_search_locations=[str(folder)])
-    if spec is None:
-        raise ImportError(f"OpenPCDet's optimisation helpers not found at {folder}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def render_module():
     """``scripts/render.py`` as a module (scripts/ is not a package)."""
     spec = importlib.util.spec_from_file_location("pcdet_seal_render", ROOT / "scripts" / "render.py")
@@ -166,14 +148,15 @@ def write_targets(pre_cfg, cache_dir: Path, seal_ckpt: Optional[Path], device: t
 
 def train(cfg, device: torch.device, seed: int, desc: str, batch_size: int, workers: int,
           pretrained: Optional[Path] = None, stats_keys: Sequence[str] = ()) -> tuple[Any, dict]:
-    """OpenPCDet's training recipe in process: build_dataloader / build_network / build_optimizer /
-    build_scheduler, one-cycle steps, gradient clipping — as tools/train.py, without its side files."""
+    """OpenPCDet's training recipe in process: build_dataloader / build_network / optimizer and
+    scheduler from pcdet_seal.optim (as tools/train.py gets them through the plugin), one-cycle
+    steps, gradient clipping — as tools/train.py, without its side files."""
     from pcdet.datasets import build_dataloader
     from pcdet.models import build_network, model_fn_decorator
 
     from pcdet_seal.models.transfer import read_model_state, transfer_report
+    from pcdet_seal.optim import build_optimizer_and_scheduler
 
-    optimization = tools_optimization()
     seed_everything(seed)
     train_set, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=batch_size, dist=False,
                                             workers=workers, logger=logger, training=True, seed=seed)
@@ -193,14 +176,8 @@ def train(cfg, device: torch.device, seed: int, desc: str, batch_size: int, work
     model.to(device).train()
     optim_cfg = cfg.OPTIMIZATION
     epochs = int(optim_cfg.NUM_EPOCHS)
-    if optim_cfg.OPTIMIZER == "adam_onecycle" and int(epochs * len(loader) * optim_cfg.PCT_START) == 0:
-        logger.info("%s: %d iterations are too few for PCT_START %s (OneCycle divides by zero); using 0.5",
-                    desc, epochs * len(loader), optim_cfg.PCT_START)
-        optim_cfg = copy.deepcopy(optim_cfg)
-        optim_cfg.PCT_START = 0.5
-    optimizer = optimization.build_optimizer(model, optim_cfg)
-    scheduler, _ = optimization.build_scheduler(optimizer, total_iters_each_epoch=len(loader), total_epochs=epochs,
-                                                last_epoch=-1, optim_cfg=optim_cfg)
+    optimizer, scheduler, _ = build_optimizer_and_scheduler(model, optim_cfg, total_iters_each_epoch=len(loader),
+                                                            total_epochs=epochs)
     model_func = model_fn_decorator()
     history: dict[str, list] = {"loss": []}
     step = 0

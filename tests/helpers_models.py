@@ -53,10 +53,3 @@ def network(cfg, ds):
     from pcdet.models import build_network
 
     return build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds)
-
-
-def adam_onecycle_params(model):
-    """Parameters OpenPCDet's ``adam_onecycle`` optimises: those of leaf modules only
-    (tools/train_utils/optimization: ``flatten_model`` then ``m.parameters()`` per leaf)."""
-    leaves = [m for m in model.modules() if not list(m.children())]
-    return {id(p) for m in leaves for p in m.parameters()}

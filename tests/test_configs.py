@@ -58,7 +58,7 @@ def test_pretraining_config_follows_the_method(name):
     cfg = load(CFGS / name)
     assert cfg.MODEL.NAME == "SealMAE"
     assert cfg.DATA_CONFIG.DATA_AUGMENTOR.AUG_CONFIG_LIST == []
-    assert cfg.OPTIMIZATION.OPTIMIZER == "adam_onecycle"
+    assert cfg.OPTIMIZATION.OPTIMIZER == "adamw_onecycle"
     assert cfg.MODEL.DENSE_HEAD.LOSS_WEIGHTS == [1.0, 3.0]
     assert cfg.MODEL.MASKING.NAME == "I2Mask" and cfg.MODEL.MASKING.BASE_RATIOS == [0.9, 0.45, 0.0]
     assert cfg.MODEL.DECODER.set_info == [[48, 2]] or name.startswith("demo/")

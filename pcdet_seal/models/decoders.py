@@ -21,8 +21,8 @@ DECODER_MODES = ("z_resolved", "reference_tokens")
 
 
 class MaskToken(nn.Module):
-    """A learned (1, C) token, zero-initialised. A leaf module of its own, so that OpenPCDet's
-    ``adam_onecycle`` (which only optimises parameters of leaf modules) trains it."""
+    """A learned (1, C) token, zero-initialised (a module of its own, so DSVT's Xavier reset of the
+    decoder does not touch it)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
