@@ -124,9 +124,11 @@ def test_frame_invariants(seed):
     for members, r in zip(st["partition"], [0.9, 0.45, 0.0]):
         for j in members.tolist():
             base[j] = r
-    expected = [int(int(sizes[j]) * (base[j] * rc_ref[j])) for j in range(8)]
-    assert masked.tolist() == expected
-    assert sum(expected) > 0
+    # Quotas are n_k * r_k rounded stochastically: floor or floor + 1, never anything else.
+    floor = [int(int(sizes[j]) * (base[j] * rc_ref[j])) for j in range(8)]
+    assert masked.tolist() == st["quota"].tolist()
+    assert all(q - f in (0, 1) for q, f in zip(masked.tolist(), floor)), (masked.tolist(), floor)
+    assert sum(floor) > 0
 
 
 def test_batch_valid_and_stats():
@@ -157,13 +159,17 @@ def test_seeded_runs_identical():
     assert not torch.equal(m1, m3)
 
 
-@pytest.mark.parametrize("n", [1, 5, 7])
+@pytest.mark.parametrize("n", [3, 5, 7])
 def test_fewer_voxels_than_clusters(n):
     feats = torch.randn(n, 64)
-    mask, st = I2Mask()(feats, coords_for([n]), None, torch.Generator().manual_seed(0))
-    # Uniform at the partition-weighted base ratio (3*0.9 + 3*0.45 + 2*0) / 8.
-    assert int(mask.sum()) == int(n * (3 * 0.9 + 3 * 0.45) / 8)
-    assert st["frames"][0]["fallback"] is True
+    expected = n * (3 * 0.9 + 3 * 0.45) / 8  # uniform at the partition-weighted base ratio
+    counts = []
+    for seed in range(400):
+        mask, st = I2Mask()(feats, coords_for([n]), None, torch.Generator().manual_seed(seed))
+        assert st["frames"][0]["fallback"] is True
+        counts.append(int(mask.sum()))
+    assert set(counts) <= {math.floor(expected), math.floor(expected) + 1}
+    assert sum(counts) / len(counts) == pytest.approx(expected, abs=0.1)  # unbiased, not floored
 
 
 def test_identical_features_no_nan():
@@ -247,3 +253,105 @@ def test_cuda_runs_on_device():
     coords = coords_for([4000]).cuda()
     mask, st = I2Mask()(feats, coords, None, torch.Generator(device="cuda").manual_seed(0))
     assert mask.device.type == "cuda" and 0.0 < st["mask_ratio"] < 0.9
+
+
+# --- issue 13: small frames, config errors, large partitions, NaN targets ----------------------
+
+def _mean_masked(n: int, seeds: int = 150) -> tuple[float, float]:
+    """Mean realised and mean expected (Σ n_k r_k) number of masked voxels of n-voxel frames."""
+    masked, expected = [], []
+    for seed in range(seeds):
+        feats = blob_features(n, seed=seed)[0]
+        mask, st = I2Mask().mask_frame(feats, torch.Generator().manual_seed(seed))
+        masked.append(int(mask.sum()))
+        if st["fallback"]:
+            expected.append(n * (3 * 0.9 + 3 * 0.45) / 8)
+        else:
+            expected.append(float((st["cluster_sizes"].double() * st["ratio"]).sum()))
+    return sum(masked) / seeds, sum(expected) / seeds
+
+
+@pytest.mark.parametrize("n", [6, 8, 9, 12, 15])
+def test_small_frames_are_masked_at_their_expected_ratio_not_at_zero(n):
+    # The floor rule masked 0 voxels for 8 <= n < ~16 (tiny clusters) but ~45 % for n < 8.
+    realised, expected = _mean_masked(n)
+    assert realised == pytest.approx(expected, abs=0.35)
+    assert realised / n > 0.1
+
+
+def test_large_frames_change_by_less_than_one_voxel_per_cluster():
+    feats = _spread_frame(7, 6000)
+    for seed in range(5):
+        mask, st = I2Mask().mask_frame(feats, torch.Generator().manual_seed(seed))
+        exact = st["cluster_sizes"].double() * st["ratio"]
+        masked = torch.bincount(st["labels"][mask], minlength=8).double()
+        assert ((masked - exact).abs() < 1).all()
+        assert ((masked - torch.floor(exact)) <= 1).all()  # at most one voxel above the floor rule
+
+
+@pytest.mark.parametrize(
+    "cfg,match",
+    [
+        ({"N_CLUSTERS": 0, "PARTITION": []}, r"MODEL\.MASKING\.N_CLUSTERS must be an integer >= 1, got 0"),
+        ({"PARTITION": [3, 6, -1]}, r"MODEL\.MASKING\.PARTITION must be an integer >= 1, got -1"),
+        ({"PARTITION": [0, 6, 2]}, r"MODEL\.MASKING\.PARTITION must be an integer >= 1, got 0"),
+        ({"PARTITION": "332"}, r"MODEL\.MASKING\.PARTITION must be a list, got str '332'"),
+        ({"LAMBDA": float("nan")}, r"MODEL\.MASKING\.LAMBDA must be a finite number in \[0, inf\], got nan"),
+        ({"LAMBDA": "0.6"}, r"MODEL\.MASKING\.LAMBDA must be a finite number"),
+        ({"KMEANS_N_INIT": 0}, r"MODEL\.MASKING\.KMEANS_N_INIT must be an integer >= 1"),
+        ({"BASE_RATIOS": [0.9, float("nan"), 0.0]}, r"MODEL\.MASKING\.BASE_RATIOS must be a finite number in \[0, 1\]"),
+        ({"NAME": "RandomMask", "MASK_RATIO": 1.0}, r"MODEL\.MASKING\.MASK_RATIO must be a finite number in \[0, 1\), got 1\.0"),
+        ({"NAME": "RangeAwareMask", "VOXEL_SIZE": [1, 1, 1], "POINT_CLOUD_RANGE": [0] * 6, "DISTANCES": [50, 30]},
+         r"MODEL\.MASKING\.DISTANCES must be positive finite distances in increasing order, got \[50, 30\]"),
+        ({"NAME": "FPSMask", "VOXEL_SIZE": [1, 1, 1], "POINT_CLOUD_RANGE": [0] * 6, "NUM_SEEDS": 0},
+         r"MODEL\.MASKING\.NUM_SEEDS must be an integer >= 1, got 0"),
+        ({"NAME": "FPSMask", "VOXEL_SIZE": [1, 1, 1], "POINT_CLOUD_RANGE": [0] * 6, "NUM_SEEDS": -5},
+         r"MODEL\.MASKING\.NUM_SEEDS must be an integer >= 1, got -5"),
+    ],
+)
+def test_bad_config_values_are_refused_at_build_time_naming_the_key(cfg, match):
+    with pytest.raises(ValueError, match=match):
+        build_masker(dict(cfg))
+
+
+def test_a_partition_search_too_large_is_refused_with_the_reason():
+    with pytest.raises(ValueError, match=r"N_CLUSTERS 32 with PARTITION \[12, 12, 8\]: the greedy partition would "
+                                         r"score 225,918,810 cluster subsets per frame \(limit 1,000,000\)"):
+        build_masker({"N_CLUSTERS": 32, "PARTITION": [12, 12, 8], "BASE_RATIOS": [0.9, 0.45, 0.0]})
+
+
+def test_partition_is_scored_in_chunks_with_the_same_result(monkeypatch):
+    import pcdet_seal.masking.i2mask as i2mask
+
+    g = torch.Generator().manual_seed(11)
+    centres = torch.randn(16, 6, generator=g)
+    dist = centre_cosine_distance(centres, torch.ones(16, dtype=torch.long))
+    whole = [t.tolist() for t in partition_clusters(dist, (6, 6, 4))]
+    monkeypatch.setattr(i2mask, "_CHUNK", 7)  # C(16, 6) = 8008 subsets in 1144 chunks
+    assert [t.tolist() for t in partition_clusters(dist, (6, 6, 4))] == whole
+    assert whole == brute_force_partition(centres.tolist(), (6, 6, 4))
+
+
+@pytest.mark.parametrize("name", ["I2Mask", "RandomMask", "RangeAwareMask", "FPSMask"])
+def test_non_finite_targets_name_the_frame(name):
+    feats = _spread_frame(0, 300)
+    feats = torch.cat([feats, feats])
+    feats[300 + 17, 3] = float("nan")
+    masker = build_masker({"NAME": name, "VOXEL_SIZE": [0.4, 0.4, 0.2], "POINT_CLOUD_RANGE": [-40, -40, -2, 40, 40, 4]})
+    with pytest.raises(ValueError, match=r"Seal targets hold NaN/inf in frame 'seq_b' \(batch index 1\): 1 of 300 "
+                                         r"valid voxels"):
+        masker(feats, coords_for([300, 300]), None, torch.Generator().manual_seed(0), frame_ids=["seq_a", "seq_b"])
+    with pytest.raises(ValueError, match=r"NaN/inf in batch index 1: 1 of 300"):
+        masker(feats, coords_for([300, 300]), None, torch.Generator().manual_seed(0))
+    valid = torch.ones(600, dtype=torch.bool)
+    valid[300 + 17] = False  # a voxel without a target may hold anything
+    masker(feats, coords_for([300, 300]), valid, torch.Generator().manual_seed(0))
+
+
+def test_every_frame_keeps_a_visible_voxel():
+    feats = torch.ones(40, 8)  # one cluster, no spread: r_c = 1 everywhere
+    masker = I2Mask({"BASE_RATIOS": [1.0, 1.0, 1.0]})
+    mask, st = masker(feats, coords_for([40]), None, torch.Generator().manual_seed(0))
+    assert int(mask.sum()) == 39 and st["frames"][0]["n_masked"] == 39
+    mask, st = I2Mask()(torch.randn(1, 8), coords_for([1]), None, torch.Generator().manual_seed(0))
+    assert not mask.any() and st["frames"][0]["fallback"] is True  # a one-voxel frame stays visible

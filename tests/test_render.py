@@ -33,9 +33,9 @@ def test_pictures_data_is_consistent_with_i2mask():
     assert np.abs(data.xy).max() <= 25.6
     assert set(np.unique(data.cluster_set)) <= {0, 1, 2}
     assert not data.mask[data.cluster_set == 2].any()  # K3 is never masked
-    for c in range(len(data.cluster_ratio)):  # each cluster masked at floor(n_k * r_k)
+    for c in range(len(data.cluster_ratio)):  # n_k * r_k rounded stochastically: floor or floor + 1
         members = data.cluster == c
-        assert data.mask[members].sum() == int(np.floor(members.sum() * data.cluster_ratio[c]))
+        assert data.mask[members].sum() - int(np.floor(members.sum() * data.cluster_ratio[c])) in (0, 1)
     assert 0.0 < data.mask.mean() < 1.0
 
 

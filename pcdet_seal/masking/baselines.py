@@ -10,13 +10,12 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .common import FrameMasker, cfg_get, sample_in_groups
+from .common import KEY_PREFIX, FrameMasker, cfg_float, cfg_get, cfg_int, cfg_list, sample_in_groups
 
 
-def _check_ratio(name: str, value: float) -> float:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"MASKING.{name} must lie in [0, 1], got {value}")
-    return value
+def _mask_ratio(cfg: Mapping[str, Any]) -> float:
+    # 1.0 would leave the encoder no visible voxel: refused here, not deep inside DSVT.
+    return cfg_float(cfg, "MASK_RATIO", 0.5, 0.0, 1.0, high_open=True)
 
 
 def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> Tensor:
@@ -33,7 +32,7 @@ class RandomMask(FrameMasker):
 
     def __init__(self, cfg: Optional[Mapping[str, Any]] = None) -> None:
         cfg = cfg or {}
-        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
+        self.mask_ratio = _mask_ratio(cfg)
 
     def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
         n = coords.shape[0]
@@ -54,14 +53,15 @@ class RangeAwareMask(FrameMasker):
     def __init__(self, cfg: Optional[Mapping[str, Any]] = None, *, voxel_size: Optional[Sequence[float]] = None,
                  point_cloud_range: Optional[Sequence[float]] = None) -> None:
         cfg = cfg or {}
-        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
-        self.distances = [float(d) for d in cfg_get(cfg, "DISTANCES", [30.0, 50.0])]
-        self.offsets = [float(o) for o in cfg_get(cfg, "RATIO_OFFSETS", [0.0, -0.2, -0.2])]
-        if len(self.offsets) != len(self.distances) + 1:
-            raise ValueError(
-                f"MASKING.RATIO_OFFSETS needs len(DISTANCES) + 1 = {len(self.distances) + 1} entries, "
-                f"got {self.offsets}"
-            )
+        self.mask_ratio = _mask_ratio(cfg)
+        self.distances = cfg_list(cfg, "DISTANCES", [30.0, 50.0])
+        if not all(isinstance(d, (int, float)) and 0 < d < float("inf") for d in self.distances) \
+                or any(b <= a for a, b in zip(self.distances, self.distances[1:])):
+            raise ValueError(f"{KEY_PREFIX}DISTANCES must be positive finite distances in increasing order, "
+                             f"got {self.distances}")
+        self.distances = [float(d) for d in self.distances]
+        offsets = cfg_list(cfg, "RATIO_OFFSETS", [0.0, -0.2, -0.2], length=len(self.distances) + 1)
+        self.offsets = [cfg_float({"RATIO_OFFSETS": o}, "RATIO_OFFSETS", 0.0, -1.0, 1.0) for o in offsets]
         self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
         self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
         if self.voxel_size is None or self.pc_range is None:
@@ -106,8 +106,8 @@ class FPSMask(FrameMasker):
     def __init__(self, cfg: Optional[Mapping[str, Any]] = None, *, voxel_size: Optional[Sequence[float]] = None,
                  point_cloud_range: Optional[Sequence[float]] = None) -> None:
         cfg = cfg or {}
-        self.mask_ratio = _check_ratio("MASK_RATIO", float(cfg_get(cfg, "MASK_RATIO", 0.5)))
-        self.num_seeds = int(cfg_get(cfg, "NUM_SEEDS", 256))
+        self.mask_ratio = _mask_ratio(cfg)
+        self.num_seeds = cfg_int(cfg, "NUM_SEEDS", 256, minimum=1)
         self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
         self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
         if self.voxel_size is None or self.pc_range is None:

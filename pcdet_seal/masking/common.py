@@ -1,15 +1,69 @@
-"""Helpers shared by the maskers: config access, the per-frame loop, group sampling."""
+"""Helpers shared by the maskers: config access and validation, the per-frame loop, group
+sampling, stochastic rounding."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping, Optional
+import math
+import numbers
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
+
+#: Prefix of every masking config key in messages (the detector's ``MODEL.MASKING`` block).
+KEY_PREFIX = "MODEL.MASKING."
+
+
+class NonFiniteFeaturesError(ValueError):
+    """A frame handed to a masker has NaN/inf features (a diverged or corrupt teacher)."""
 
 
 def cfg_get(cfg: Mapping[str, Any], key: str, default: Any) -> Any:
     """``cfg[key]`` if present (EasyDict or dict), else ``default``."""
     return cfg[key] if key in cfg else default
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def cfg_int(cfg: Mapping[str, Any], key: str, default: int, minimum: int) -> int:
+    """An integer config value ≥ ``minimum``; raises ValueError naming ``MODEL.MASKING.<key>``."""
+    value = cfg_get(cfg, key, default)
+    if not _is_number(value) or value != int(value) or int(value) < minimum:
+        raise ValueError(f"{KEY_PREFIX}{key} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def cfg_float(cfg: Mapping[str, Any], key: str, default: float, low: float = -math.inf, high: float = math.inf,
+              high_open: bool = False) -> float:
+    """A finite float in [low, high] (or [low, high) with ``high_open``); raises naming the key."""
+    value = cfg_get(cfg, key, default)
+    bound = f"[{low:g}, {high:g}{')' if high_open else ']'}"
+    if not _is_number(value) or not math.isfinite(value) or value < low or value > high \
+            or (high_open and value >= high):
+        raise ValueError(f"{KEY_PREFIX}{key} must be a finite number in {bound}, got {value!r}")
+    return float(value)
+
+
+def cfg_list(cfg: Mapping[str, Any], key: str, default: Sequence[Any], length: Optional[int] = None) -> list:
+    """A list (or tuple) config value, optionally of a given length; a string is refused."""
+    value = cfg_get(cfg, key, default)
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise ValueError(f"{KEY_PREFIX}{key} must be a list, got {type(value).__name__} {value!r}")
+    if length is not None and len(value) != length:
+        raise ValueError(f"{KEY_PREFIX}{key} needs {length} entries, got {len(value)}: {list(value)}")
+    return list(value)
+
+
+def stochastic_round(x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
+    """Unbiased integer rounding: ``floor(x) + 1`` with probability ``frac(x)``, else ``floor(x)``.
+
+    ``x`` (K,) float ≥ 0 → (K,) int64 with expectation exactly ``x``; each entry differs from
+    ``floor(x)`` by 0 or 1. One uniform draw per entry from ``generator``.
+    """
+    low = torch.floor(x)
+    draw = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (low + (draw < x - low).to(x.dtype)).long()
 
 
 def frame_slices(voxel_coords: Tensor, valid: Tensor) -> Iterator[tuple[int, Tensor]]:
@@ -88,18 +142,45 @@ class FrameMasker:
         voxel_coords: Tensor,
         valid: Optional[Tensor] = None,
         generator: Optional[torch.Generator] = None,
+        frame_ids: Optional[Sequence[Any]] = None,
     ) -> tuple[Tensor, dict]:
-        """features (N, C), voxel_coords (N, 4) [b, z, y, x], valid (N,) bool → mask (N,) bool, stats."""
+        """features (N, C), voxel_coords (N, 4) [b, z, y, x], valid (N,) bool → mask (N,) bool, stats.
+
+        ``frame_ids`` (one per batch index) only name frames in errors: features of valid voxels
+        holding NaN/inf raise :class:`NonFiniteFeaturesError` naming the frame. At least one voxel
+        of every frame stays visible (the encoder needs one), whatever the masker decided.
+        """
         n = voxel_coords.shape[0]
         if valid is None:
             valid = torch.ones(n, dtype=torch.bool, device=voxel_coords.device)
+        self._check_finite(features, voxel_coords, valid, frame_ids)
         mask = torch.zeros(n, dtype=torch.bool, device=voxel_coords.device)
         frames = []
         for b, rows in frame_slices(voxel_coords, valid):
             frame_mask, st = self.mask_rows(features[rows], voxel_coords[rows], generator)
-            mask[rows] = frame_mask
             n_voxels = int((voxel_coords[:, 0] == b).sum())
+            if n_voxels == rows.numel() and bool(frame_mask.all()):
+                keep = torch.randint(rows.numel(), (1,), generator=generator, device=frame_mask.device)
+                frame_mask = frame_mask.clone()
+                frame_mask[keep] = False
+            mask[rows] = frame_mask
             n_masked = int(frame_mask.sum())
             frames.append({**_python_stats(st), "batch_index": b, "n": int(rows.numel()), "n_voxels": n_voxels,
                            "n_masked": n_masked, "mask_ratio": n_masked / n_voxels})
         return mask, {"mask_ratio": float(mask.sum()) / max(n, 1), "frames": frames}
+
+    def _check_finite(self, features: Tensor, voxel_coords: Tensor, valid: Tensor,
+                      frame_ids: Optional[Sequence[Any]]) -> None:
+        finite = torch.isfinite(features).all(1) | ~valid
+        if bool(finite.all()):  # one check (one host sync) for the whole batch
+            return
+        batch = voxel_coords[:, 0].long()
+        bad = []
+        for b in torch.unique(batch[~finite]).tolist():
+            rows = int((~finite & (batch == b)).sum())
+            name = f"frame {frame_ids[b]!r} (batch index {b})" if frame_ids is not None and b < len(frame_ids) \
+                else f"batch index {b}"
+            bad.append(f"{name}: {rows} of {int((valid & (batch == b)).sum())} valid voxels")
+        raise NonFiniteFeaturesError(f"{type(self).__name__}: Seal targets hold "
+                                     f"NaN/inf in {'; '.join(bad)} (a diverged or corrupt teacher, or a bad "
+                                     f"cache frame)")

@@ -3,25 +3,43 @@
 Per frame: k-means on the voxels' Seal targets, a "fastest class sampling" partition of the
 clusters by cosine distance of their centres (most dissimilar clusters masked most), an
 intra-class coefficient from the spread of each cluster, then uniform sampling in each cluster.
+
+Departure from the reference (recorded in docs/method.md): the reference masks
+``floor(n_k · r_k)`` voxels of cluster k, so tiny clusters are never masked — a frame with
+K ≤ n < ~2K voxels masked none, while a frame with n < K (the fallback) masked ~45 %. Here every
+quota, including the fallback's ``n · mean base ratio``, is rounded **stochastically and
+unbiasedly**: ``floor(x) + 1`` with probability ``frac(x)``, drawn from the frame's generator. The
+expected number of masked voxels is exactly ``Σ n_k · r_k`` for every n, so the realised ratio no
+longer jumps with the frame size, and each cluster's quota differs from the floor rule by at most
+one voxel (negligible for large frames).
 """
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+import math
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
-from .common import FrameMasker, cfg_get, sample_in_groups
+from .common import KEY_PREFIX, FrameMasker, cfg_float, cfg_int, cfg_list, sample_in_groups, stochastic_round
 from .kmeans import kmeans
 
 COS_EPS = 1e-8
+#: Subsets the greedy partition may score per frame (all steps together); larger searches are
+#: refused at build time: C(32, 12) alone is 2.3e8 subsets, hours per frame.
+MAX_PARTITION_SUBSETS = 1_000_000
+#: Subsets scored at once (bounds memory, whatever the search size).
+_CHUNK = 1 << 16
 
 
-@lru_cache(maxsize=None)
-def _combinations(k: int, size: int) -> tuple[tuple[int, ...], ...]:
-    return tuple(itertools.combinations(range(k), size))
+def partition_search_size(n_clusters: int, sizes: Sequence[int]) -> int:
+    """Subsets :func:`partition_clusters` scores: Σ_t C(clusters left before step t, sizes[t])."""
+    total, left = 0, n_clusters
+    for size in list(sizes)[:-1]:
+        total += math.comb(left, size)
+        left -= size
+    return total
 
 
 def partition_clusters(dist: Tensor, sizes: Sequence[int]) -> list[Tensor]:
@@ -36,28 +54,36 @@ def partition_clusters(dist: Tensor, sizes: Sequence[int]) -> list[Tensor]:
         the clusters not yet taken, the ``sizes[t]``-subset with the largest mean pairwise
         distance; ties go to the first subset in ``itertools.combinations`` order (strict ``>``
         from -inf, as the reference). The last set takes the rest. Subsets of size 1 score 0.
+        Subsets are scored in chunks of at most ``_CHUNK``, so memory does not grow with
+        C(K, size).
     """
     k = dist.shape[0]
     if sum(sizes) != k:
         raise ValueError(f"partition sizes {list(sizes)} must add up to the number of clusters {k}")
     device = dist.device
-    taken = torch.zeros(k, dtype=torch.bool, device=device)
+    remaining = list(range(k))
     sets: list[Tensor] = []
     for t, size in enumerate(sizes):
         if t == len(sizes) - 1:
-            sets.append(torch.nonzero(~taken).flatten())
+            sets.append(torch.tensor(remaining, dtype=torch.long, device=device))
             break
-        combos = torch.tensor(_combinations(k, size), device=device, dtype=torch.long)  # (S, size)
-        if size > 1:
-            pairs = torch.tensor(list(itertools.combinations(range(size), 2)), device=device)
-            score = dist[combos[:, pairs[:, 0]], combos[:, pairs[:, 1]]].mean(1)
-        else:
-            score = torch.zeros(combos.shape[0], device=device, dtype=dist.dtype)
-        usable = ~taken[combos].any(1)
-        score = torch.where(usable, score, torch.full_like(score, float("-inf")))
-        chosen = combos[score.argmax()]  # argmax returns the first maximum
-        taken[chosen] = True
+        pairs = torch.tensor(list(itertools.combinations(range(size), 2)), dtype=torch.long,
+                             device=device).reshape(-1, 2)
+        subsets = itertools.combinations(remaining, size)  # lexicographic: ties keep the first
+        best_scores, best_sets = [], []
+        while chunk := list(itertools.islice(subsets, _CHUNK)):
+            combos = torch.tensor(chunk, dtype=torch.long, device=device)  # (S, size)
+            if size > 1:
+                score = dist[combos[:, pairs[:, 0]], combos[:, pairs[:, 1]]].mean(1)
+            else:
+                score = torch.zeros(combos.shape[0], device=device, dtype=dist.dtype)
+            i = score.argmax()  # the first maximum of the chunk
+            best_scores.append(score[i])
+            best_sets.append(combos[i])
+        chosen = best_sets[int(torch.stack(best_scores).argmax())]  # earliest chunk wins ties
         sets.append(chosen)
+        taken = set(chosen.tolist())
+        remaining = [c for c in remaining if c not in taken]
     return sets
 
 
@@ -104,23 +130,30 @@ class I2Mask(FrameMasker):
 
     def __init__(self, cfg: Optional[Mapping[str, Any]] = None) -> None:
         cfg = cfg or {}
-        self.n_clusters = int(cfg_get(cfg, "N_CLUSTERS", 8))
-        self.partition = [int(p) for p in cfg_get(cfg, "PARTITION", [3, 3, 2])]
-        self.base_ratios = [float(r) for r in cfg_get(cfg, "BASE_RATIOS", [0.9, 0.45, 0.0])]
-        self.lam = float(cfg_get(cfg, "LAMBDA", 0.6))
-        self.n_init = int(cfg_get(cfg, "KMEANS_N_INIT", 5))
-        self.max_iter = int(cfg_get(cfg, "KMEANS_MAX_ITER", 50))
-        self.tol = float(cfg_get(cfg, "KMEANS_TOL", 1e-4))
-        if sum(self.partition) != self.n_clusters:
+        self.n_clusters = cfg_int(cfg, "N_CLUSTERS", 8, minimum=1)
+        self.partition = [cfg_int({"PARTITION": p}, "PARTITION", 0, minimum=1)
+                          for p in cfg_list(cfg, "PARTITION", [3, 3, 2])]
+        ratios = cfg_list(cfg, "BASE_RATIOS", [0.9, 0.45, 0.0])
+        self.base_ratios = [cfg_float({"BASE_RATIOS": r}, "BASE_RATIOS", 0.0, 0.0, 1.0) for r in ratios]
+        self.lam = cfg_float(cfg, "LAMBDA", 0.6, low=0.0)
+        self.n_init = cfg_int(cfg, "KMEANS_N_INIT", 5, minimum=1)
+        self.max_iter = cfg_int(cfg, "KMEANS_MAX_ITER", 50, minimum=1)
+        self.tol = cfg_float(cfg, "KMEANS_TOL", 1e-4, low=0.0)
+        if not self.partition or sum(self.partition) != self.n_clusters:
             raise ValueError(
-                f"MASKING.PARTITION {self.partition} must add up to MASKING.N_CLUSTERS {self.n_clusters}"
+                f"{KEY_PREFIX}PARTITION {self.partition} must add up to {KEY_PREFIX}N_CLUSTERS {self.n_clusters}"
             )
         if len(self.base_ratios) != len(self.partition):
             raise ValueError(
-                f"MASKING.BASE_RATIOS {self.base_ratios} needs one ratio per PARTITION set {self.partition}"
+                f"{KEY_PREFIX}BASE_RATIOS {self.base_ratios} needs one ratio per PARTITION set {self.partition}"
             )
-        if not all(0.0 <= r <= 1.0 for r in self.base_ratios):
-            raise ValueError(f"MASKING.BASE_RATIOS {self.base_ratios} must lie in [0, 1]")
+        search = partition_search_size(self.n_clusters, self.partition)
+        if search > MAX_PARTITION_SUBSETS:
+            raise ValueError(
+                f"{KEY_PREFIX}N_CLUSTERS {self.n_clusters} with PARTITION {self.partition}: the greedy partition "
+                f"would score {search:,} cluster subsets per frame (limit {MAX_PARTITION_SUBSETS:,}); use fewer "
+                f"clusters or smaller sets"
+            )
         # Fallback for frames with fewer valid voxels than clusters: the base ratio averaged
         # over the clusters (what equal-sized clusters with r_c = 1 would give).
         self.fallback_ratio = sum(p * r for p, r in zip(self.partition, self.base_ratios)) / self.n_clusters
@@ -134,10 +167,9 @@ class I2Mask(FrameMasker):
         n = feats.shape[0]
         device = feats.device
         if n < self.n_clusters:
-            m = int(n * self.fallback_ratio)
             groups = torch.zeros(n, dtype=torch.long, device=device)
-            quota = torch.tensor([m], device=device)
-            mask = sample_in_groups(groups, quota, generator)
+            expected = torch.full((1,), n * self.fallback_ratio, dtype=torch.float64, device=device)
+            mask = sample_in_groups(groups, stochastic_round(expected, generator), generator)
             return mask, {"fallback": True}
 
         res = kmeans(feats, self.n_clusters, n_init=self.n_init, max_iter=self.max_iter, tol=self.tol,
@@ -148,7 +180,7 @@ class I2Mask(FrameMasker):
             rb[members] = ratio
         rc, d = intra_class_coefficients(feats, res.labels, res.centres, self.lam)
         ratio = rb * rc
-        quota = torch.floor(res.counts.double() * ratio).long()
+        quota = stochastic_round(res.counts.double() * ratio, generator)  # unbiased; see the module doc
         mask = sample_in_groups(res.labels, quota, generator)
         stats = {
             "fallback": False,

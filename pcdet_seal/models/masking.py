@@ -31,7 +31,8 @@ class VoxelMasking(nn.Module):
         seed = int(torch.randint(0, 2 ** 62, (1,)).item()) if self.training else self.eval_seed
         generator = torch.Generator(device=target.device)
         generator.manual_seed(seed)
-        mask, stats = self.masker(target, batch_dict["voxel_coords"], batch_dict["seal_valid"], generator)
+        mask, stats = self.masker(target, batch_dict["voxel_coords"], batch_dict["seal_valid"], generator,
+                                  frame_ids=batch_dict.get("frame_id"))
         batch_dict["mae_mask"] = mask.to(target.device)
         batch_dict["mask_stats"] = stats
         return batch_dict
