@@ -117,3 +117,92 @@ def test_cli_end_to_end_and_error(tmp_path):
     assert done.returncode == 2
     assert "segment-0_with_camera_labels_000" in done.stderr and not out2.exists()
     assert not list((tmp_path / "out").glob(".*part"))
+
+
+# --- issue 13: malformed results are errors naming the frame; pickles cannot run code ----------
+
+def _one(**changes):
+    det = {"frame_id": "seg_007", "metadata": {"context_name": "c", "timestamp_micros": 5},
+           "name": np.array(["Vehicle", "Cyclist"]), "score": np.array([0.5, 0.6]),
+           "boxes_lidar": np.array([[0, 0, 0, 4, 2, 1.5, 0], [1, 2, 0, 1.8, 0.6, 1.7, 0.3]])}
+    det.update(changes)
+    return det
+
+
+@pytest.mark.parametrize("changes,match", [
+    ({"boxes_lidar": np.zeros((4, 7))}, r"frame seg_007: name \(2,\), score \(2,\) and boxes_lidar \(4, 7\) disagree"),
+    ({"boxes_lidar": np.zeros((2, 8))[:, :5]}, r"boxes_lidar \(2, 5\) disagree \(expected \(2,\), \(2,\) and \(2, >=7\)\)"),
+    ({"boxes_lidar": np.zeros(14)}, r"boxes_lidar \(14,\) disagree"),
+    ({"score": np.array([0.5, 0.6, 0.7])}, r"score \(3,\)"),
+    ({"score": np.array(["high", "low"])}, r"frame seg_007: name/score/boxes_lidar are not numeric"),
+    ({"name": np.array([1, 2])}, r"frame seg_007: name must be a 1-D array of class-name strings"),
+    ({"metadata": {"context_name": "c", "timestamp_micros": 5.5}}, r"frame seg_007: timestamp_micros must be an "
+                                                                   r"integer, got float 5\.5"),
+    ({"metadata": {"context_name": "c", "timestamp_micros": "5"}}, r"timestamp_micros must be an integer, got str"),
+    ({"boxes_lidar": np.array([[0, 0, 0, 4, -2, 1.5, 0], [1, 2, 0, 1.8, 0.6, 1.7, 0.3]])},
+     r"frame seg_007, box 0 \(Vehicle\): negative size \(dx, dy, dz\) = \[4\.0, -2\.0, 1\.5\]"),
+])
+def test_malformed_results_are_refused_naming_the_frame(changes, match):
+    with pytest.raises(SubmissionError, match=match):
+        detections_to_objects([_one(**changes)])
+
+
+def test_result_containers_and_empty_results():
+    with pytest.raises(SubmissionError, match="must be a list of per-frame dicts, got dict"):
+        detections_to_objects(_one())
+    with pytest.raises(SubmissionError, match="result entry 1 is a str"):
+        detections_to_objects([_one(), "frame"])
+    with pytest.raises(SubmissionError, match="no frames .*--allow-empty"):
+        detections_to_objects([])
+    assert len(detections_to_objects([], allow_empty=True).objects) == 0
+    assert len(detections_to_objects([_one(name=np.array([]), score=np.array([]),
+                                           boxes_lidar=np.zeros((0, 7)))]).objects) == 0
+    assert len(detections_to_objects([_one(metadata={"context_name": "c", "timestamp_micros": np.int64(5)})]).objects) == 2
+
+
+def _cli(tmp_path, result_bytes, *extra):
+    res = tmp_path / "result.pkl"
+    res.write_bytes(result_bytes)
+    out = tmp_path / "sub.tar.gz"
+    args = [sys.executable, str(SCRIPT), str(res), "--out", str(out), "--account-name", "me@example.com",
+            "--method-name", "PICTURE", "--authors", "A", "--affiliation", "Lab", *extra]
+    return subprocess.run(args, capture_output=True, text=True), out
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def test_cli_refuses_a_crafted_pickle_without_running_it(tmp_path):
+    marker = tmp_path / "pwned"
+    done, out = _cli(tmp_path, pickle.dumps([_one(), {"frame_id": _Evil(marker)}]))
+    assert done.returncode == 2, done.stderr
+    assert "refusing to load global builtins.exec" in done.stderr and "result.pkl" in done.stderr
+    assert not marker.exists() and not out.exists()
+    assert "restricted unpickler" in subprocess.run([sys.executable, str(SCRIPT), "--help"], capture_output=True,
+                                                    text=True).stdout
+
+
+def test_cli_reads_numpy_1_and_numpy_2_pickles(tmp_path):
+    data = pickle.dumps([_one(score=np.array([np.float32(0.5), np.float32(0.6)]))], protocol=2)
+    assert b"numpy._core.multiarray" in data or b"numpy.core.multiarray" in data
+    numpy1 = data.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")  # protocol 2: newline-ended names
+    for payload in (data, numpy1):
+        done, out = _cli(tmp_path, payload)
+        assert done.returncode == 0, done.stderr
+        assert sum(len(s.inference_results.objects) for s in read_submission_tar(out)) == 2
+
+
+def test_cli_malformed_results_exit_2_naming_the_frame(tmp_path):
+    done, out = _cli(tmp_path, pickle.dumps([_one(boxes_lidar=np.zeros((4, 7)))]))
+    assert done.returncode == 2 and "frame seg_007" in done.stderr and not out.exists()
+    done, out = _cli(tmp_path, pickle.dumps([_one(metadata={"context_name": "c", "timestamp_micros": 1.5})]))
+    assert done.returncode == 2 and "frame seg_007: timestamp_micros must be an integer" in done.stderr
+    done, out = _cli(tmp_path, pickle.dumps([]))
+    assert done.returncode == 2 and "--allow-empty" in done.stderr
+    done, out = _cli(tmp_path, pickle.dumps([]), "--allow-empty")
+    assert done.returncode == 0 and len(read_submission_tar(out)) == 4

@@ -3,9 +3,12 @@
 Mirrors what Waymo's ``create_submission`` tool writes: ``num_shards`` serialized
 ``Submission`` protos named ``<prefix><i>``, object i going to shard ``i % num_shards``, scores
 below 0.03 dropped, box sizes at least 1e-6, packed into one ``.tar.gz``. Unlike that tool, bad
-input is an error naming the frame (NaN boxes, unknown classes, frames without a timestamp).
-The Waymo protos are imported lazily (``waymo-open-dataset-tf-2-12-0``, installed with
-``--no-deps`` beside ``protobuf``).
+input is an error naming the frame (NaN boxes, unknown classes, frames without a timestamp,
+arrays whose lengths disagree, negative sizes, non-integer timestamps). ``result.pkl`` and infos
+are read with :func:`load_pickle`, a restricted unpickler that builds only numpy arrays, dtypes
+and scalars and plain builtins, so a crafted pickle cannot run code. The Waymo protos are
+imported lazily (``waymo-open-dataset-tf-2-12-0``, installed with ``--no-deps`` beside
+``protobuf``).
 """
 from __future__ import annotations
 
@@ -34,6 +37,17 @@ CLASS_TO_TYPE = {
 }
 MIN_SCORE = 0.03  # the leaderboard tool drops lower scores
 MIN_SIZE = 1e-6
+#: The only globals :func:`load_pickle` resolves: what OpenPCDet's result.pkl and infos contain
+#: (numpy arrays, dtypes and scalars, under numpy 1's ``numpy.core`` and numpy 2's ``numpy._core``)
+#: and builtin value types. Anything else (``os.system``, ``builtins.eval``, ...) is refused.
+SAFE_PICKLE_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("_codecs", "encode"),  # bytes in protocol-2 pickles
+    *(("builtins", name) for name in ("set", "frozenset", "complex", "slice", "range", "bytearray", "bytes",
+                                      "list", "tuple", "dict", "int", "float", "str", "bool")),
+})
 
 
 class SubmissionError(ValueError):
@@ -83,13 +97,25 @@ class SubmissionMeta:
             raise SubmissionError(f"object_types {unknown} unknown; choose from {sorted(CLASS_TO_TYPE)}")
 
 
+def _timestamp(value: Any, where: str) -> int:
+    """A Waymo timestamp: an integer (python or numpy), not a float, string or bool."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise SubmissionError(f"{where}: timestamp_micros must be an integer, got {type(value).__name__} {value!r}")
+    return int(value)
+
+
 def frame_timestamps_from_infos(infos: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str, int]]:
     """``frame_id`` → (context name, timestamp µs) from OpenPCDet Waymo infos (``metadata`` key)."""
+    if not isinstance(infos, (list, tuple)):
+        raise SubmissionError(f"infos must be a list of dicts, got {type(infos).__name__}")
     out = {}
-    for info in infos:
+    for index, info in enumerate(infos):
+        if not isinstance(info, Mapping):
+            raise SubmissionError(f"infos entry {index} is a {type(info).__name__}, not a dict")
         meta = info.get("metadata")
         if isinstance(meta, Mapping) and "context_name" in meta and "timestamp_micros" in meta:
-            out[info["frame_id"]] = (str(meta["context_name"]), int(meta["timestamp_micros"]))
+            frame_id = info.get("frame_id", f"<infos entry {index}>")
+            out[frame_id] = (str(meta["context_name"]), _timestamp(meta["timestamp_micros"], f"infos frame {frame_id}"))
     return out
 
 
@@ -97,7 +123,7 @@ def _frame_key(det: Mapping[str, Any], index: int, timestamps: Mapping[str, tupl
     frame_id = det.get("frame_id", f"<entry {index}>")
     meta = det.get("metadata")
     if isinstance(meta, Mapping) and "context_name" in meta and "timestamp_micros" in meta:
-        return str(meta["context_name"]), int(meta["timestamp_micros"])
+        return str(meta["context_name"]), _timestamp(meta["timestamp_micros"], f"frame {frame_id}")
     if frame_id in timestamps:
         return timestamps[frame_id]
     raise SubmissionError(
@@ -107,10 +133,35 @@ def _frame_key(det: Mapping[str, Any], index: int, timestamps: Mapping[str, tupl
     )
 
 
+def _frame_arrays(det: Mapping[str, Any], frame_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``name`` (M,), ``score`` (M,) float64 and ``boxes_lidar`` (M, ≥7) float64, shapes checked exactly."""
+    try:
+        names = np.asarray(det["name"])
+        scores = np.asarray(det["score"], dtype=np.float64)
+        boxes = np.asarray(det["boxes_lidar"], dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise SubmissionError(f"frame {frame_id}: name/score/boxes_lidar are not numeric arrays of the expected "
+                              f"types ({type(err).__name__}: {err})") from None
+    if names.ndim != 1 or (names.size and (names.dtype.kind not in "UO"
+                                           or not all(isinstance(v, str) for v in names.tolist()))):
+        raise SubmissionError(f"frame {frame_id}: name must be a 1-D array of class-name strings, got "
+                              f"{names.dtype} {names.shape}")
+    m = len(names)
+    if m == 0 and boxes.size == 0 and scores.size == 0:
+        return names, scores.reshape(0), boxes.reshape(0, 7)
+    if scores.shape != (m,) or boxes.ndim != 2 or boxes.shape[0] != m or boxes.shape[1] < 7:
+        raise SubmissionError(
+            f"frame {frame_id}: name {names.shape}, score {scores.shape} and boxes_lidar {boxes.shape} disagree "
+            f"(expected ({m},), ({m},) and ({m}, >=7))"
+        )
+    return names, scores, boxes
+
+
 def detections_to_objects(
     detections: Sequence[Mapping[str, Any]],
     timestamps: Optional[Mapping[str, tuple[str, int]]] = None,
     object_types: Sequence[str] = ("Vehicle", "Pedestrian", "Cyclist"),
+    allow_empty: bool = False,
 ):
     """Convert OpenPCDet result dicts to a ``metrics_pb2.Objects`` proto.
 
@@ -118,24 +169,24 @@ def detections_to_objects(
     as [x, y, z, dx (length), dy (width), dz (height), heading], ``frame_id`` and, from
     OpenPCDet's Waymo infos, ``metadata`` = {context_name, timestamp_micros}. Objects of a
     class not in ``object_types`` are skipped; unknown class names, NaN/inf values and
-    frames without a timestamp raise :class:`SubmissionError`.
+    frames without a timestamp, non-integer timestamps, arrays whose shapes disagree and negative
+    box sizes raise :class:`SubmissionError`; so does an empty result list unless ``allow_empty``.
     """
     label_pb2, metrics_pb2, _ = waymo_protos()
     timestamps = timestamps or {}
+    if not isinstance(detections, (list, tuple)):
+        raise SubmissionError(f"the result must be a list of per-frame dicts, got {type(detections).__name__}")
+    if not detections and not allow_empty:
+        raise SubmissionError("the result holds no frames (an empty list); pass --allow-empty to submit nothing")
     objects = metrics_pb2.Objects()
     for index, det in enumerate(detections):
+        if not isinstance(det, Mapping):
+            raise SubmissionError(f"result entry {index} is a {type(det).__name__}, not a per-frame dict")
         frame_id = det.get("frame_id", f"<entry {index}>")
         for key in ("name", "score", "boxes_lidar"):
             if key not in det:
                 raise SubmissionError(f"frame {frame_id}: result entry {index} lacks the key '{key}'")
-        names = np.asarray(det["name"]).reshape(-1)
-        scores = np.asarray(det["score"], dtype=np.float64).reshape(-1)
-        boxes = np.asarray(det["boxes_lidar"], dtype=np.float64).reshape(len(names), -1) if len(names) else np.zeros((0, 7))
-        if not (len(names) == len(scores) == len(boxes)) or (len(boxes) and boxes.shape[1] < 7):
-            raise SubmissionError(
-                f"frame {frame_id}: name {names.shape}, score {scores.shape} and boxes_lidar {boxes.shape} "
-                "disagree (boxes need at least 7 columns)"
-            )
+        names, scores, boxes = _frame_arrays(det, frame_id)
         if len(names) == 0:
             continue
         context, stamp = _frame_key(det, index, timestamps)
@@ -147,6 +198,9 @@ def detections_to_objects(
                 )
             if not np.all(np.isfinite(box[:7])) or not math.isfinite(score):
                 raise SubmissionError(f"frame {frame_id}, box {j} ({name}): non-finite box {box[:7].tolist()} or score {score}")
+            if (box[3:6] < 0).any():
+                raise SubmissionError(f"frame {frame_id}, box {j} ({name}): negative size (dx, dy, dz) = "
+                                      f"{box[3:6].tolist()}")
             if name not in object_types or score < MIN_SCORE:
                 continue
             if not 0.0 <= score <= 1.0:
@@ -226,12 +280,26 @@ def read_submission_tar(path: Path) -> list:
     return shards
 
 
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Resolves only :data:`SAFE_PICKLE_GLOBALS`; any other global is an UnpicklingError."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refusing to load global {module}.{name}: only numpy arrays, dtypes, scalars and builtin "
+                "values are allowed (OpenPCDet's result.pkl and infos need nothing else)"
+            )
+        return super().find_class(module, name)
+
+
 def load_pickle(path: Path, what: str) -> Any:
-    """Load a pickle, naming the file and what it should be when it cannot be read."""
+    """Load an OpenPCDet pickle with a restricted unpickler (see :data:`SAFE_PICKLE_GLOBALS`),
+    naming the file and what it should be when it cannot be read or holds other objects."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f)
+            return _RestrictedUnpickler(f).load()
     except FileNotFoundError:
         raise SubmissionError(f"{what} file {path} does not exist") from None
-    except (pickle.UnpicklingError, EOFError) as exc:
-        raise SubmissionError(f"{what} file {path} is not a readable pickle: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a foreign file makes pickle raise anything
+        raise SubmissionError(f"{what} file {path} is not a readable OpenPCDet pickle: {type(exc).__name__}: "
+                              f"{exc}") from None
