@@ -1,6 +1,6 @@
 """What the start-up hook does on a process's first ``import pcdet`` (see ``pcdet_seal_autoload``).
 
-CPU mode when ``PCDET_SEAL_CPU=1``; else a one-line hint if the checkout is unbuilt; and
+CPU mode when ``PCDET_SEAL_CPU`` is on (1/true/yes/on); else a one-line hint if the checkout is unbuilt; and
 :func:`pcdet_seal.registry.register` once ``pcdet.models`` / ``pcdet.datasets`` have executed
 (after the outermost of the two, since ``pcdet.models`` imports ``pcdet.datasets``); and the
 plugin's optimizer names in OpenPCDet's ``tools/train_utils/optimization`` (:mod:`pcdet_seal.optim`).
@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 from types import ModuleType
 from typing import Iterator, NoReturn
+
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV, env_flag
 
 from .compat import importhook
 
 logger = logging.getLogger(__name__)
 
-AUTOLOAD_ENV = "PCDET_SEAL_AUTOLOAD"
-CPU_ENV = "PCDET_SEAL_CPU"
 WATCHED = ("pcdet.models", "pcdet.datasets")
 
 _state = threading.local()
@@ -84,7 +83,7 @@ def on_first_pcdet_import() -> None:
     the optimizer hook."""
     from . import compat
 
-    if os.environ.get(CPU_ENV) == "1":
+    if env_flag(CPU_ENV, False):
         compat.enable_cpu_mode()
     elif not compat.cpu_mode_enabled():
         importhook.supply_if_missing("pcdet.version", _explain_missing_version)

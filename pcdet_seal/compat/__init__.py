@@ -10,6 +10,8 @@ import logging
 import os
 import sys
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV, env_flag
+
 from .patches import CPU_MODE, PATCHES, REGISTRATION, Patch, apply_stage, patch_status, patch_table_markdown
 from .placeholders import CompiledOpUnavailable, ModuleUnavailable
 
@@ -29,7 +31,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CPU_ENV = "PCDET_SEAL_CPU"
 HOW_TO_ENABLE = (f"set {CPU_ENV}=1 in the environment (or call pcdet_seal.compat.enable_cpu_mode() "
                  "before the first `import pcdet`)")
 
@@ -71,5 +72,12 @@ def require_cuda_or_cpu_mode(what: str = "pcdet-seal") -> None:
 
     if torch.cuda.is_available() or _cpu_mode:
         return
+    if env_flag(CPU_ENV, False):  # asked for, but nothing acted on it
+        raise CpuModeRequired(
+            f"{what}: no CUDA device, and CPU mode is off although {CPU_ENV}={os.environ[CPU_ENV]} is set: the "
+            f"variable takes effect through pcdet-seal's start-up hook at the first `import pcdet`, which "
+            f"{AUTOLOAD_ENV}={os.environ.get(AUTOLOAD_ENV, '<unset>')} turns off (or the hook is not installed: "
+            f"pip install -e <plugin>). Unset {AUTOLOAD_ENV}, or call pcdet_seal.compat.enable_cpu_mode() before "
+            f"the first `import pcdet`")
     raise CpuModeRequired(f"{what}: no CUDA device and pcdet-seal's CPU mode is off; to run OpenPCDet on CPU, "
                           f"{HOW_TO_ENABLE}")
