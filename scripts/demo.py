@@ -49,7 +49,11 @@ PRESETS = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("pcdet_seal_demo"), help="output folder (default ./pcdet_seal_demo)")
+    parser.add_argument("--out", type=Path, default=Path("pcdet_seal_demo"),
+                        help="output folder (default ./pcdet_seal_demo); must be empty or new unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out: replaces its results, checkpoint and pictures (the "
+                             "feature cache of the same teacher is reused)")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA without CPU mode; larger preset")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 scenes, 2 iterations per stage")
     parser.add_argument("--seal-ckpt", type=Path, default=None,
@@ -124,11 +128,13 @@ def write_targets(pre_cfg, cache_dir: Path, seal_ckpt: Optional[Path], device: t
         write_standin_cache(teacher, frames(), cache_dir, cell, quant, progress=bar)
         info = {"teacher": "stand-in", "teacher_id": teacher.teacher_id}
     else:
-        from pcdet_seal.seal.checkpoint import load_teacher
+        from pcdet_seal.seal.checkpoint import check_teacher_width, load_teacher
 
         teacher, meta = load_teacher(seal_ckpt, device)
         logger.info("teacher: REAL Seal teacher (spconv Res16UNet34C) from %s", seal_ckpt)
         cfg = pre_cfg.MODEL.SEAL_TARGET
+        check_teacher_width(teacher.arch.out_channels, int(cfg.get("NUM_FEATURES", 64)), seal_ckpt,
+                            f"MODEL.SEAL_TARGET.NUM_FEATURES of {PRETRAIN_CFG.name}")
         writer = FeatureCacheWriter(cache_dir, CacheMeta(
             teacher_id=meta["source_file"], teacher_sha256=meta["source_sha256"], quant_mode=quant,
             cell_size=tuple(cell), feature_dim=teacher.arch.out_channels))
@@ -265,6 +271,10 @@ def table(results: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.out.is_dir() and any(args.out.iterdir()) and not args.overwrite:
+        print(f"error: --out {args.out} is not empty (a previous run's results?); choose another folder or pass "
+              f"--overwrite to replace them", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
@@ -299,7 +309,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     start = time.perf_counter()
     pre_cfg, fine_cfg = configure(sizes, cache_dir)
-    teacher = write_targets(pre_cfg, cache_dir, args.seal_ckpt, device)
+    from pcdet_seal.seal.checkpoint import SealCheckpointError
+
+    try:
+        teacher = write_targets(pre_cfg, cache_dir, args.seal_ckpt, device)
+    except SealCheckpointError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     seconds["scenes + targets"] = time.perf_counter() - start
 
     start = time.perf_counter()

@@ -9,6 +9,9 @@ the masked voxels (the analogue of the paper's Fig. D.1 heatmaps).
 
 Without ``--ckpt`` the targets come from the stand-in teacher (``pcdet_seal.seal.standin``),
 voxelised on the config's grid; with it, from the detector's own forward pass in evaluation.
+The scene seed defaults to the demo's val split (1), or — with ``--cache-dir``, which holds the
+pre-training scenes — to the config's training seed (``DATA_CONFIG.SEED.train``), so the frame is
+in the cache.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CFG = ROOT / "cfgs" / "demo" / "seal_pretrain_tiny.yaml"
+VAL_SEED = 1  # the demo's val split
 logger = logging.getLogger("render")
 
 
@@ -90,13 +94,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for the PNGs")
     parser.add_argument("--cfg", type=Path, default=DEFAULT_CFG, help="pre-training config (grid, masking)")
-    parser.add_argument("--seed", type=int, default=1, help="scene seed (the demo's val split is 1)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help=f"scene seed (default {VAL_SEED}, the demo's val split; with --cache-dir the config's "
+                             "training seed, whose scenes the cache holds)")
     parser.add_argument("--frame-index", type=int, default=0)
     parser.add_argument("--ckpt", type=Path, default=None, help="SealMAE checkpoint: adds the error picture")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="with --ckpt: Seal feature cache holding the frame (MODE cache)")
     parser.add_argument("--prefix", default="", help="file name prefix")
     return parser
+
+
+def scene_seed(args: argparse.Namespace, train_seed: int) -> int:
+    """``--seed``, else the training seed when reading a cache (its scenes), else the val seed."""
+    if args.seed is not None:
+        return args.seed
+    return train_seed if args.cache_dir is not None else VAL_SEED
 
 
 def render_checkpoint(args: argparse.Namespace) -> dict:
@@ -113,7 +126,7 @@ def render_checkpoint(args: argparse.Namespace) -> dict:
 
     registry.register()
     cfg = load_config(args.cfg)
-    cfg.DATA_CONFIG.SEED.test = args.seed
+    cfg.DATA_CONFIG.SEED.test = scene_seed(args, int(cfg.DATA_CONFIG.SEED.train))
     cfg.DATA_CONFIG.NUM_FRAMES.test = args.frame_index + 1
     if args.cache_dir is not None:
         cfg.MODEL.SEAL_TARGET.MODE = "cache"
@@ -139,7 +152,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             cfg = yaml.safe_load(f)
         data = cfg["DATA_CONFIG"]
         voxel = next(p["VOXEL_SIZE"] for p in data["DATA_PROCESSOR"] if "VOXEL_SIZE" in p)
-        frame = generate_frame(args.seed, args.frame_index, SyntheticConfig.from_dict(data.get("SYNTHETIC")))
+        seed = scene_seed(args, int(data.get("SEED", {}).get("train", 0)))
+        frame = generate_frame(seed, args.frame_index, SyntheticConfig.from_dict(data.get("SYNTHETIC")))
         pictures = standin_pictures(frame, StandInTeacher(), voxel, data["POINT_CLOUD_RANGE"],
                                     cfg["MODEL"]["MASKING"])
         written = viz.render(pictures, args.out, args.prefix)

@@ -53,3 +53,11 @@ def network(cfg, ds):
     from pcdet.models import build_network
 
     return build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds)
+
+
+def tiny_pretrain():
+    """The tiny pre-training config on small frames, with the plugin registered."""
+    from pcdet_seal import registry
+
+    registry.register()
+    return small_frames(load(TINY_PRETRAIN))

@@ -12,15 +12,12 @@ pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
 
-from helpers_models import TINY_PRETRAIN, batch, dataset, load, network, small_frames  # noqa: E402
+from helpers_models import batch, dataset, network, tiny_pretrain  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def cfg():
-    from pcdet_seal import registry
-
-    registry.register()
-    return small_frames(load(TINY_PRETRAIN))
+    return tiny_pretrain()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,11 @@ PNGs (targets PCA, clusters, partition, mask); what the pictures are drawn from 
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +58,45 @@ def test_render_cli_writes_titled_pngs(tmp_path, capsys):
         assert width >= 600 and height >= 500
         assert path.stat().st_size > 20_000  # thousands of drawn voxels, not an empty canvas
     assert not (tmp_path / "f0_recon_error.png").exists()  # needs a checkpoint
+
+
+def _readme_render_command() -> list[str]:
+    """README's render command with the demo's checkpoint and cache, exactly as written there."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    match = re.search(r"`(python scripts/render\.py [^`]*)` \(add `(--ckpt [^`]*)`", text)
+    assert match, "README no longer documents the render command this test runs"
+    return shlex.split(match.group(1)) + shlex.split(match.group(2))
+
+
+@pytest.mark.pcdet
+@pytest.mark.spconv
+def test_the_readme_render_command_works_as_written_on_a_demo_output(tmp_path):
+    """The demo writes ./pcdet_seal_demo/ (stand-in cache of the pre-training scenes, checkpoint);
+    README's command, run verbatim next to it, must find its frame in that cache."""
+    pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
+    pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
+    import torch
+
+    from helpers_models import TINY_PRETRAIN, dataset, load, network, small_frames
+    from pcdet_seal import registry
+
+    registry.register()
+    demo_spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    demo = importlib.util.module_from_spec(demo_spec)
+    demo_spec.loader.exec_module(demo)
+    out = tmp_path / "pcdet_seal_demo"
+    out.mkdir()
+    pre_cfg, _ = demo.configure(demo.PRESETS["quick"], out / "seal_cache_standin")
+    demo.write_targets(pre_cfg, out / "seal_cache_standin", None, torch.device("cpu"))  # as the demo does
+    cfg = small_frames(load(TINY_PRETRAIN))
+    torch.save({"model_state": network(cfg, dataset(cfg)).state_dict(), "epoch": 1}, out / "pretrain_checkpoint.pth")
+    (tmp_path / "scripts").symlink_to(ROOT / "scripts")  # the command is run from the repository root
+    command = _readme_render_command()
+    assert command[:2] == ["python", "scripts/render.py"]
+    env = {**os.environ, "PCDET_SEAL_CPU": "1"}
+    run = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    assert "MissingFrameError" not in run.stderr
+    pictures = tmp_path / "pics"
+    assert (pictures / "recon_error.png").is_file() and (pictures / "i2mask_mask.png").is_file()

@@ -22,7 +22,8 @@ class SealMAEHead(nn.Module):
 
     Ground truth of a voxel: its first ≤ G points in stored (shuffled) order, minus its centre,
     with their count (no padding weight). L_coord: Chamfer summed over masked voxels / N_m;
-    L_seal: SmoothL1 over masked ∧ valid voxels × C_t elements.
+    L_seal: SmoothL1 over masked ∧ valid voxels × C_t elements. Both terms depend on their layer
+    even when no voxel is masked (a zero), so every step gives every parameter a gradient.
     """
 
     def __init__(self, model_cfg: Any, input_channels: int, voxel_size: Sequence[float],
@@ -68,8 +69,11 @@ class SealMAEHead(nn.Module):
         """``(loss, tb_dict)`` with ``loss_coord``, ``loss_seal`` and the weighted total."""
         d = self.forward_ret_dict
         n = d["pred_points"].shape[0]
-        chamfer = chamfer_distance(d["pred_points"], d["gt_points"], d["gt_counts"], chunk_size=self.chunk)
-        loss_coord = chamfer.sum() / max(n, 1)
+        if n == 0:  # nothing masked: a zero that still reaches point_pred (DDP needs every gradient)
+            loss_coord = d["pred_points"].sum() * 0.0
+        else:
+            chamfer = chamfer_distance(d["pred_points"], d["gt_points"], d["gt_counts"], chunk_size=self.chunk)
+            loss_coord = chamfer.sum() / n
         loss_seal = masked_smooth_l1(d["pred_seal"], d["seal_target"], d["seal_valid"], beta=self.beta)
         loss = self.coord_weight * loss_coord + self.seal_weight * loss_seal
         tb_dict = {"loss_coord": loss_coord.item(), "loss_seal": loss_seal.item(), "loss_mae": loss.item(),

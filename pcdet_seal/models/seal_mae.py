@@ -15,6 +15,7 @@ from pcdet.models.detectors.detector3d_template import Detector3DTemplate
 
 from .decoders import DSVTMaskDecoder, SparseConvDecoder
 from .head import SealMAEHead
+from . import nonfinite
 from .masking import VoxelMasking
 from .seal_target import SealTargetGenerator
 from .voxel_index import point_to_voxel
@@ -50,7 +51,10 @@ class SealMAE(Detector3DTemplate):
 
     Config blocks: ``VFE`` (stock, e.g. ``DynamicVoxelVFE``), ``SEAL_TARGET``, ``MASKING``,
     ``BACKBONE_3D`` (stock ``DSVT``), ``DECODER`` (``DSVTMaskDecoder`` | ``SparseConvDecoder``),
-    ``DENSE_HEAD`` (``SealMAEHead``), ``POST_PROCESSING.RECALL_THRESH_LIST`` (for ``test.py``).
+    ``DENSE_HEAD`` (``SealMAEHead``), ``POST_PROCESSING.RECALL_THRESH_LIST`` (for ``test.py``),
+    ``ON_NONFINITE_LOSS`` (``error``, default: stop every rank at the first NaN/inf loss, naming the
+    iteration, frames and loss terms; ``skip``: such a batch gives every parameter a zero gradient
+    and its norm running statistics are restored — the optimizer's moments still advance).
 
     Training returns ``({'loss'}, tb_dict, disp_dict)``; evaluation returns one dict per frame with
     empty boxes (so the stock ``test.py`` runs) and the reconstructions of the masked voxels:
@@ -60,6 +64,7 @@ class SealMAE(Detector3DTemplate):
     def __init__(self, model_cfg: Any, num_class: int, dataset: Any) -> None:
         super().__init__(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
         self.module_topology = ["vfe", "seal_target", "masking", "backbone_3d", "backbone_2d", "dense_head"]
+        self.on_nonfinite = nonfinite.check_policy(model_cfg.get("ON_NONFINITE_LOSS", None))
         self.module_list = self.build_networks()
 
     # --- building (Detector3DTemplate.build_networks calls build_<name>) ---------------------
@@ -113,6 +118,7 @@ class SealMAE(Detector3DTemplate):
         return batch_dict
 
     def forward(self, batch_dict: dict):
+        buffers = self._buffer_snapshot() if self.training and self.on_nonfinite == "skip" else None
         batch_dict = self.vfe(batch_dict)
         batch_dict["point2voxel"] = point_to_voxel(batch_dict["points"], batch_dict["voxel_coords"],
                                                    self.dataset.point_cloud_range, self.dataset.voxel_size,
@@ -124,8 +130,22 @@ class SealMAE(Detector3DTemplate):
         batch_dict = self.dense_head(batch_dict)
         if self.training:
             loss, tb_dict, disp_dict = self.get_training_loss(batch_dict)
+            if nonfinite.check_loss(loss, tb_dict, batch_dict, int(self.global_step.item()), self.on_nonfinite):
+                self._restore_buffers(buffers)
+                loss = nonfinite.zero_loss(self.parameters(), loss)
+                tb_dict = {**tb_dict, "loss": 0.0, "skipped_nonfinite": 1.0}
             return {"loss": loss}, tb_dict, disp_dict
         return self.post_processing(batch_dict), {}
+
+    def _buffer_snapshot(self) -> dict[str, torch.Tensor]:
+        return {name: buf.detach().clone() for name, buf in self.named_buffers() if name != "global_step"}
+
+    def _restore_buffers(self, snapshot: dict[str, torch.Tensor]) -> None:
+        """Undo what a skipped batch wrote into running statistics (BatchNorm mean / var / count)."""
+        with torch.no_grad():
+            for name, buf in self.named_buffers():
+                if name in snapshot:
+                    buf.copy_(snapshot[name])
 
     def get_training_loss(self, batch_dict: dict):
         loss, tb_dict = self.dense_head.get_loss()
