@@ -2,20 +2,14 @@
 Seal teacher whose feature width differs from the config's is refused before the cache is written."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers_scripts import load_script
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("demo")
 
 
 def test_a_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys):

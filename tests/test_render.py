@@ -78,12 +78,11 @@ def test_the_readme_render_command_works_as_written_on_a_demo_output(tmp_path):
     import torch
 
     from helpers_models import TINY_PRETRAIN, dataset, load, network, small_frames
+    from helpers_scripts import load_script
     from pcdet_seal import registry
 
     registry.register()
-    demo_spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
-    demo = importlib.util.module_from_spec(demo_spec)
-    demo_spec.loader.exec_module(demo)
+    demo = load_script("demo")
     out = tmp_path / "pcdet_seal_demo"
     out.mkdir()
     pre_cfg, _ = demo.configure(demo.PRESETS["quick"], out / "seal_cache_standin")
