@@ -31,6 +31,19 @@ class BuildPyWithStartupHook(build_py):
 
 cmdclass = {"build_py": BuildPyWithStartupHook}
 
+# What a source checkout of OpenPCDet 0.6.0 needs to import pcdet.models / pcdet.datasets and run
+# tools/train.py on the DSVT path; the plugin's CPU mode stands in for its CUDA ops, torch_scatter,
+# torchvision and av2 (docs/architecture.md §6; README "CPU mode").
+OPENPCDET_RUNTIME = [
+    "numba",
+    "SharedArray",
+    "scikit-image",
+    "opencv-python-headless",
+    "pyquaternion",
+    "tensorboardX",
+    "scipy",
+]
+
 try:  # PEP 660 editable installs (setuptools >= 64; the hook is tested with >= 70, see pyproject.toml)
     from setuptools.command.editable_wheel import editable_wheel
 except ImportError:  # pragma: no cover - very old setuptools: no editable wheels at all
@@ -78,17 +91,16 @@ setup(
         ],
         # scripts/demo.py and scripts/render.py draw their pictures with matplotlib.
         "demo": ["matplotlib"],
-        # What a source checkout of OpenPCDet 0.6.0 needs to import pcdet.models / pcdet.datasets and run
-        # tools/train.py on the DSVT path; the plugin's CPU mode stands in for its CUDA ops,
-        # torch_scatter, torchvision and av2 (docs/architecture.md §6; README "CPU mode").
-        "openpcdet": [
-            "numba",
-            "SharedArray",
-            "scikit-image",
-            "opencv-python-headless",
-            "pyquaternion",
-            "tensorboardX",
-            "scipy",
+        "openpcdet": OPENPCDET_RUNTIME,
+        # Everything a CPU machine needs for the demo and the whole test suite, in one extra. spconv-cu120
+        # runs on CPU tensors (ConvAlgo.Native) but has no wheels for Python >= 3.12, hence the marker.
+        # It is a separate distribution from spconv-cu121/124/126, and all of them install the same
+        # `spconv` package: never add this extra where a spconv-cu12x build is installed (README).
+        "cpu": [*OPENPCDET_RUNTIME, "matplotlib", 'spconv-cu120; python_version < "3.12"'],
+    },
+    entry_points={
+        "console_scripts": [
+            "pcdet-seal-link-openpcdet = pcdet_seal.link_openpcdet:main",
         ],
     },
 )

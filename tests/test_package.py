@@ -31,3 +31,13 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"```bash\n(.+?)\n```", section, re.S).group(1).strip()
     ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
     assert command in ci_lines, f"README test command {command!r} is not run verbatim by .ci/run"
+
+
+def test_ci_links_openpcdet_with_the_readme_setup_command():
+    readme = (ROOT / "README.md").read_text()
+    setup = re.search(r"```bash\n(.+?)\n```", readme.split("## Set-up", 1)[1], re.S).group(1)
+    assert any(line.startswith("pcdet-seal-link-openpcdet ") for line in setup.splitlines()), setup
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pcdet-seal-link-openpcdet "$OPENPCDET_ROOT"' in ci
+    assert "openpcdet_checkout.pth" not in ci, ".ci/run must not write the .pth by hand"
+    assert '"pcdet-seal-link-openpcdet = pcdet_seal.link_openpcdet:main"' in (ROOT / "setup.py").read_text()
