@@ -429,3 +429,16 @@ def test_paths_are_set_with_stock_set_overrides(name):
     target = cfg.MODEL.SEAL_TARGET
     assert (target.MODE, target.CACHE_DIR, target.TEACHER_CKPT, target.ON_MISSING) == (
         "cache", "/data/seal_cache", "/ckpt/seal_spconv.pth", "online")
+
+
+def test_a_teacher_of_another_width_than_the_config_is_refused_before_any_frame(written, teacher_file, tmp_path,
+                                                                              capsys):
+    name, cfg, _, _, _ = written
+    cfg_name, _, _, set_prefix = DATASETS[name]
+    out = tmp_path / "c"
+    argv = ["--cfg", str(CFGS / cfg_name), *set_prefix, str(cfg.DATA_CONFIG.DATA_PATH),
+            "MODEL.SEAL_TARGET.NUM_FEATURES", "32", "--ckpt", str(teacher_file), "--out", str(out), "--no-progress"]
+    assert _script("seal_features").main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the teacher outputs 64 channels per cell but MODEL.SEAL_TARGET.NUM_FEATURES of" in err and "is 32" in err
+    assert not out.exists() or not any(out.iterdir())
