@@ -276,13 +276,13 @@ class FeatureCacheWriter:
         meta_path = _meta_path(self.cache_dir)
         if not meta_path.exists():
             frames = sorted(p.name for p in self.cache_dir.glob("*.npz"))
-            if frames:
+            if frames and not meta_path.exists():  # (another writer may have just created both)
                 raise SealCacheError(
                     f"{self.cache_dir}: holds {len(frames)} frame files (e.g. {frames[0]}) but no {META_FILE}, "
                     f"so which teacher wrote them is unknown; refusing to add frames. Restore its {META_FILE} "
                     f"or use an empty folder."
                 )
-            if create_exclusive(meta_path, json.dumps(meta.to_json(), indent=2).encode()):
+            if not frames and create_exclusive(meta_path, json.dumps(meta.to_json(), indent=2).encode()):
                 return
         diffs = read_meta(self.cache_dir).mismatches(meta)
         if diffs:
