@@ -258,6 +258,26 @@ def test_seal_features_script_end_to_end(tmp_path, capsys):
         assert (got - expect).abs().max() <= FP16_REL_ERR + 1e-6
     assert script.main(common + ["--dtype", "int8"]) == 1  # settings differ from the existing cache
     assert "different settings" in capsys.readouterr().err
+    # A cloud with NaN stops the shard naming the frame, before the teacher; --skip-bad-frames lists it.
+    bad_dir = tmp_path / "bad_lidar"
+    bad_dir.mkdir()
+    np.save(bad_dir / "good.npy", clouds["seq_000"])
+    broken = clouds["seq_001"].copy()
+    broken[7, 2] = np.nan
+    np.save(bad_dir / "nan_frame.npy", broken)
+    bad_common = ["--ckpt", str(tmp_path / "teacher.pth"), "--input", str(bad_dir), "--out", str(tmp_path / "c2"),
+                  "--cell-size", "0.32", "0.32", "0.1875", "--no-progress"]
+    assert script.main(bad_common) == 1
+    assert "frame 'nan_frame': 1 of 800 points hold NaN/inf (first: row 7" in capsys.readouterr().err
+    assert script.main(bad_common + ["--skip-bad-frames"]) == 0
+    out = capsys.readouterr().out
+    assert "0 frames written, 1 already cached, of 2" in out  # 'good' was written before the stop
+    assert "1 frames skipped (bad input, --skip-bad-frames):" in out
+    assert "frame 'nan_frame': 1 of 800 points" in out
+    (tmp_path / "c2" / "good.npz").write_bytes(b"truncated")
+    assert script.main(bad_common + ["--skip-bad-frames", "--verify"]) == 0
+    assert "1 frames rewritten (--verify found them unreadable):" in capsys.readouterr().out
+    assert FeatureCache(tmp_path / "c2").check() == {}
 
 
 # --- issue 13: nothing wrong in silence -------------------------------------------------------
@@ -455,22 +475,3 @@ def test_frame_ids_cannot_escape_the_cache_on_read_or_write(tmp_path, frame_id):
     with pytest.raises(ValueError, match="cannot name a cache file"):
         FeatureCache(tmp_path / "c").load(frame_id)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["meta.json"]
-    # A cloud with NaN stops the shard naming the frame, before the teacher; --skip-bad-frames lists it.
-    bad_dir = tmp_path / "bad_lidar"
-    bad_dir.mkdir()
-    np.save(bad_dir / "good.npy", clouds["seq_000"])
-    broken = clouds["seq_001"].copy()
-    broken[7, 2] = np.nan
-    np.save(bad_dir / "nan_frame.npy", broken)
-    bad_common = ["--ckpt", str(tmp_path / "teacher.pth"), "--input", str(bad_dir), "--out", str(tmp_path / "c2"),
-                  "--cell-size", "0.32", "0.32", "0.1875", "--no-progress"]
-    assert script.main(bad_common) == 1
-    assert "frame 'nan_frame': 1 of 800 points hold NaN/inf (first: row 7" in capsys.readouterr().err
-    assert script.main(bad_common + ["--skip-bad-frames"]) == 0
-    out = capsys.readouterr().out
-    assert "1 frames written" in out and "1 frames skipped (bad input, --skip-bad-frames):" in out
-    assert "frame 'nan_frame': 1 of 800 points" in out
-    (tmp_path / "c2" / "good.npz").write_bytes(b"truncated")
-    assert script.main(bad_common + ["--skip-bad-frames", "--verify"]) == 0
-    assert "1 frames rewritten (--verify found them unreadable):" in capsys.readouterr().out
-    assert FeatureCache(tmp_path / "c2").check() == {}
