@@ -475,3 +475,13 @@ def test_frame_ids_cannot_escape_the_cache_on_read_or_write(tmp_path, frame_id):
     with pytest.raises(ValueError, match="cannot name a cache file"):
         FeatureCache(tmp_path / "c").load(frame_id)
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["meta.json"]
+
+
+def test_a_full_disk_while_creating_meta_names_the_file(tmp_path, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(SealCacheError, match=r"meta\.json: cannot create the cache metadata \(OSError: .*No space"):
+        FeatureCacheWriter(tmp_path, _meta())
+    assert list(tmp_path.iterdir()) == []

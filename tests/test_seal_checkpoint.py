@@ -243,3 +243,17 @@ def test_teacher_width_is_checked_against_the_config():
     with pytest.raises(SealCheckpointError, match=r"t\.pth: the teacher outputs 16 channels per cell but "
                                                   r"MODEL\.SEAL_TARGET\.NUM_FEATURES is 64"):
         check_teacher_width(16, 64, "t.pth", "MODEL.SEAL_TARGET.NUM_FEATURES")
+
+
+def test_a_full_disk_while_converting_names_the_output_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import os
+
+    torch.save({"model_points": _small_state(2)}, tmp_path / "ok.pt")
+
+    def no_space(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(SealCheckpointError, match=r"out\.pth: cannot write the converted teacher \(OSError: .*No space"):
+        convert_checkpoint(tmp_path / "ok.pt", tmp_path / "out.pth", SMALL)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok.pt"]

@@ -282,8 +282,12 @@ class FeatureCacheWriter:
                     f"so which teacher wrote them is unknown; refusing to add frames. Restore its {META_FILE} "
                     f"or use an empty folder."
                 )
-            if not frames and create_exclusive(meta_path, json.dumps(meta.to_json(), indent=2).encode()):
-                return
+            try:
+                if not frames and create_exclusive(meta_path, json.dumps(meta.to_json(), indent=2).encode()):
+                    return
+            except OSError as err:
+                raise SealCacheError(f"{meta_path}: cannot create the cache metadata ({type(err).__name__}: "
+                                     f"{err})") from err
         diffs = read_meta(self.cache_dir).mismatches(meta)
         if diffs:
             raise SealCacheError(

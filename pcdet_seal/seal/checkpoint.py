@@ -294,8 +294,12 @@ def convert_checkpoint(src: PathLike, dst: PathLike, arch: Res16UNetArch = Res16
         "num_tensors": len(converted),
         "source_config": config,
     }
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(dst, lambda f: torch.save({"state_dict": converted, "meta": meta}, f))
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(dst, lambda f: torch.save({"state_dict": converted, "meta": meta}, f))
+    except OSError as err:
+        raise SealCheckpointError(f"{dst}: cannot write the converted teacher ({type(err).__name__}: {err}); "
+                                  f"nothing was left behind") from err
     logger.info("converted %s (%s format, %d tensors) → %s", src, fmt, len(converted), dst)
     return meta
 
