@@ -105,15 +105,15 @@ def write_targets(pre_cfg, cache_dir: Path, seal_ckpt: Optional[Path], device: t
     from pcdet_seal.seal.cache import CacheMeta, FeatureCacheWriter
     from pcdet_seal.seal.standin import StandInTeacher, write_standin_cache
     from pcdet_seal.seal.targets import teacher_input
+    from pcdet_seal.seal.teacher_settings import resolve_teacher_settings
     from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 
     data = pre_cfg.DATA_CONFIG
     synthetic = SyntheticConfig.from_dict(data.SYNTHETIC)
     seed, count = int(data.SEED.train), int(data.NUM_FRAMES.train)
-    cell = [float(v) for v in next(p.VOXEL_SIZE for p in data.DATA_PROCESSOR if "VOXEL_SIZE" in p)]
-    quant = pre_cfg.MODEL.SEAL_TARGET.get("QUANT", "cartesian")
-    if pre_cfg.MODEL.SEAL_TARGET.get("CELL_SIZE"):
-        cell = [float(v) for v in pre_cfg.MODEL.SEAL_TARGET.CELL_SIZE]
+    voxel_size = next(p.VOXEL_SIZE for p in data.DATA_PROCESSOR if "VOXEL_SIZE" in p)
+    settings = resolve_teacher_settings(pre_cfg.MODEL.SEAL_TARGET, voxel_size, data.POINT_CLOUD_RANGE)
+    cell, quant = list(settings.cell_size), settings.quant
 
     def frames():
         for index in range(count):
@@ -141,9 +141,10 @@ def write_targets(pre_cfg, cache_dir: Path, seal_ckpt: Optional[Path], device: t
         for frame_id, points, _ in frames():
             if not writer.has(frame_id):
                 pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(device)
+                keep = settings.keep(pts[:, :3])
+                pts = pts if keep is None else pts[keep]
                 cells, feats = teacher_input(pts, torch.zeros(len(pts), dtype=torch.long, device=device), cell,
-                                             quant, int(cfg.get("FEATURE_CHANNEL", 3)),
-                                             float(cfg.get("INTENSITY_SCALE", 1.0)))
+                                             quant, settings.feature_channel, settings.feature_scale)
                 with torch.no_grad():
                     writer.write(frame_id, cells.coords[:, 1:].int(), teacher(cells.coords, feats))
             bar.update(1)

@@ -13,7 +13,9 @@ shards with ``--shard i/N``, runs the teacher on GPU when there is one.
 
 With ``--cfg``, ``MODEL.SEAL_TARGET`` of a pre-training config supplies what is not on the command
 line: ``TEACHER_CKPT`` (--ckpt), ``CACHE_DIR`` (--out), ``CELL_SIZE`` (--cell-size; null = the
-DSVT voxel size), ``QUANT``, ``FEATURE_CHANNEL``, ``INTENSITY_SCALE``.
+DSVT voxel size for cartesian cells, SLidR's for cylindrical ones — what training resolves),
+``QUANT``, ``FEATURE_CHANNEL``, ``INTENSITY_SCALE``, ``TEACHER_ARCH`` and ``MASK_Z`` (crop z to the
+config's point cloud range before the teacher).
 
     python scripts/seal_features.py --ckpt seal_teacher_spconv.pth --input lidar/ \\
         --out seal_cache/ --cell-size 0.32 0.32 0.1875 --dtype int8 --shard 0/4
@@ -33,8 +35,8 @@ import torch
 from pcdet_seal.seal.cache import (DTYPES, CacheMeta, FeatureCacheWriter, FeatureFn, Frame,
                                    SealCacheError, parse_shard, write_features)
 from pcdet_seal.seal.checkpoint import SealCheckpointError, check_teacher_width, load_teacher
-from pcdet_seal.seal.minkunet import Res16UNetArch
 from pcdet_seal.seal.targets import QUANT_MODES, teacher_input
+from pcdet_seal.seal.teacher_settings import MissingCellSizeError, TeacherSettings, resolve_teacher_settings
 
 logger = logging.getLogger("seal_features")
 
@@ -130,29 +132,36 @@ def config_frames(args: argparse.Namespace) -> tuple[list[Frame], dict[str, Any]
     settings = dict(cfg.get("MODEL", {}).get("SEAL_TARGET", None) or {})
     if dataset.voxel_size is not None:
         settings["VOXEL_SIZE"] = [float(v) for v in dataset.voxel_size]
+    settings["POINT_CLOUD_RANGE"] = [float(v) for v in dataset.point_cloud_range]
     return frames, settings
 
 
-def resolve_settings(args: argparse.Namespace, settings: dict[str, Any]) -> None:
-    """Fill options left unset on the command line from a config's ``MODEL.SEAL_TARGET``, then
-    from the defaults; raise naming what is still missing."""
-    fallbacks = {"ckpt": ("TEACHER_CKPT", None), "out": ("CACHE_DIR", None),
-                 "cell_size": ("CELL_SIZE", settings.get("VOXEL_SIZE")), "quant": ("QUANT", "cartesian"),
-                 "feature_channel": ("FEATURE_CHANNEL", 3), "feature_scale": ("INTENSITY_SCALE", 1.0)}
-    for attr, (key, default) in fallbacks.items():
-        if getattr(args, attr) is None:
-            value = settings.get(key) if settings.get(key) not in (None, "") else default
-            setattr(args, attr, value)
-    for attr, flag, key in (("ckpt", "--ckpt", "TEACHER_CKPT"), ("out", "--out", "CACHE_DIR"),
-                            ("cell_size", "--cell-size", "CELL_SIZE")):
-        if getattr(args, attr) is None:
-            raise ValueError(f"{flag} is required" + (f" (or MODEL.SEAL_TARGET.{key} in --cfg)" if args.cfg else ""))
+def resolve_settings(args: argparse.Namespace, settings: dict[str, Any]) -> TeacherSettings:
+    """Fill options left unset on the command line from a config's ``MODEL.SEAL_TARGET`` through
+    the resolver training uses (:func:`resolve_teacher_settings`: a null ``CELL_SIZE`` is the voxel
+    size for cartesian cells and SLidR's for cylindrical ones; ``MASK_Z`` crops z); raise naming
+    what is still missing."""
+    for attr, key in (("ckpt", "TEACHER_CKPT"), ("out", "CACHE_DIR")):
+        if getattr(args, attr) is None and settings.get(key) not in (None, ""):
+            setattr(args, attr, settings[key])
+    merged = dict(settings)
+    for attr, key in (("cell_size", "CELL_SIZE"), ("quant", "QUANT"), ("feature_channel", "FEATURE_CHANNEL"),
+                      ("feature_scale", "INTENSITY_SCALE")):
+        if getattr(args, attr) is not None:
+            merged[key] = getattr(args, attr)
+    missing = [(flag, key) for attr, flag, key in (("ckpt", "--ckpt", "TEACHER_CKPT"), ("out", "--out", "CACHE_DIR"))
+               if getattr(args, attr) is None]
+    try:
+        resolved = resolve_teacher_settings(merged, settings.get("VOXEL_SIZE"), settings.get("POINT_CLOUD_RANGE"))
+    except MissingCellSizeError:  # cartesian cells, no CELL_SIZE and no voxel size to default to
+        missing.append(("--cell-size", "CELL_SIZE"))
+    if missing:
+        flag, key = missing[0]
+        raise ValueError(f"{flag} is required" + (f" (or MODEL.SEAL_TARGET.{key} in --cfg)" if args.cfg else ""))
     args.ckpt, args.out = Path(args.ckpt), Path(args.out)
-    args.cell_size = [float(v) for v in args.cell_size]
-    if len(args.cell_size) != 3:
-        raise ValueError(f"the teacher cell size needs 3 values, got {args.cell_size}")
-    if args.quant not in QUANT_MODES:
-        raise ValueError(f"quantisation must be one of {QUANT_MODES}, got {args.quant!r}")
+    args.cell_size, args.quant = list(resolved.cell_size), resolved.quant
+    args.feature_channel, args.feature_scale = resolved.feature_channel, resolved.feature_scale
+    return resolved
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -221,8 +230,8 @@ def main(argv: Optional[Sequence[str]] = None,
             frames = folder_frames(args.input, args.bin_dims)
         else:
             frames = callable_frames(args.source_fn)
-        resolve_settings(args, settings)
-        arch = Res16UNetArch.from_dict(dict(settings["TEACHER_ARCH"])) if settings.get("TEACHER_ARCH") else None
+        resolved = resolve_settings(args, settings)
+        arch = resolved.arch
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                               else "cpu" if args.device == "auto" else args.device)
         teacher, tmeta = load_teacher(args.ckpt, device, arch=arch, trust_pickle=args.trust_pickle)
@@ -234,9 +243,11 @@ def main(argv: Optional[Sequence[str]] = None,
                          cell_size=tuple(args.cell_size), feature_dim=teacher.arch.out_channels,
                          dtype=args.dtype, compressed=args.compress)
         writer = FeatureCacheWriter(args.out, meta)
+        crop = args.point_cloud_range
+        if resolved.mask_z:  # the config's MASK_Z: crop z as training does (the dataset crops x, y)
+            crop = settings["POINT_CLOUD_RANGE"]
         fn = teacher_features(teacher, args.cell_size, args.quant, args.feature_channel,
-                              args.feature_scale, args.tanh_feature, args.point_cloud_range,
-                              args.mask_z)
+                              args.feature_scale, args.tanh_feature, crop, args.mask_z or resolved.mask_z)
         logger.info("teacher %s on %s; %d frames in the source", meta.teacher_id, device, len(frames))
         stats = write_features(frames, fn, writer, shard, progress=not args.no_progress, verify=args.verify,
                                skip_bad_frames=args.skip_bad_frames)

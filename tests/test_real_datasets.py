@@ -257,7 +257,7 @@ def test_training_loader_finds_every_frame_in_the_cache(written, teacher):
     assert type(ds).__name__ == cfg.DATA_CONFIG.DATASET and len(ds) == len(expected)
     target_cfg = copy.deepcopy(cfg.MODEL.SEAL_TARGET)
     target_cfg.update({"MODE": "cache", "CACHE_DIR": str(out)})
-    gen = SealTargetGenerator(target_cfg, voxel_size=ds.voxel_size)
+    gen = SealTargetGenerator(target_cfg, voxel_size=ds.voxel_size, point_cloud_range=ds.point_cloud_range)
     seen = []
     for batch in loader:
         assert "gt_boxes" not in batch
@@ -295,7 +295,7 @@ def _missing_frame_setup(written, tmp_path, **target_keys):
     (cache / f"{gone}.npz").unlink()
     target_cfg = copy.deepcopy(cfg.MODEL.SEAL_TARGET)
     target_cfg.update({"MODE": "cache", "CACHE_DIR": str(cache), **target_keys})
-    gen = SealTargetGenerator(target_cfg, voxel_size=ds.voxel_size)
+    gen = SealTargetGenerator(target_cfg, voxel_size=ds.voxel_size, point_cloud_range=ds.point_cloud_range)
     points = torch.from_numpy(batch["points"])
     cells, feats_in = teacher_input(points[:, 1:], points[:, 0].long(), gen.cell_size)
     return gen, cells, feats_in, batch["frame_id"], gone, cache
@@ -347,7 +347,8 @@ def test_cylindrical_cells_default_to_slidr_sizes_not_the_voxel_size(written):
     target_cfg = copy.deepcopy(cfg.MODEL.SEAL_TARGET)
     target_cfg.update({"MODE": "online", "RANDOM_TEACHER": True, "TEACHER_CKPT": "", "QUANT": "cylindrical",
                        "CELL_SIZE": None, "TEACHER_ARCH": {"planes": [8] * 8, "layers": [1] * 8, "init_dim": 8}})
-    gen = SealTargetGenerator(target_cfg, voxel_size=[0.32, 0.32, 0.1875])
+    gen = SealTargetGenerator(target_cfg, voxel_size=[0.32, 0.32, 0.1875],
+                              point_cloud_range=cfg.DATA_CONFIG.POINT_CLOUD_RANGE)
     assert gen.cell_size == list(SLIDR_CYLINDRICAL_CELL)
 
 
@@ -358,10 +359,12 @@ def test_on_missing_and_a_teacherless_fallback_are_rejected(written, tmp_path):
     target_cfg = copy.deepcopy(cfg.MODEL.SEAL_TARGET)
     target_cfg.update({"MODE": "cache", "CACHE_DIR": str(out), "ON_MISSING": "zeros"})
     with pytest.raises(ValueError, match="ON_MISSING"):
-        SealTargetGenerator(target_cfg, voxel_size=cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE)
+        SealTargetGenerator(target_cfg, voxel_size=cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE,
+                            point_cloud_range=cfg.DATA_CONFIG.POINT_CLOUD_RANGE)
     target_cfg.ON_MISSING = "online"
     with pytest.raises(ValueError, match="TEACHER_CKPT"):
-        SealTargetGenerator(target_cfg, voxel_size=cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE)
+        SealTargetGenerator(target_cfg, voxel_size=cfg.DATA_CONFIG.DATA_PROCESSOR[-1].VOXEL_SIZE,
+                            point_cloud_range=cfg.DATA_CONFIG.POINT_CLOUD_RANGE)
 
 
 def test_pretrain_datasets_need_no_boxes_and_keep_frame_ids(written):

@@ -58,6 +58,15 @@ def assemble_tokens(batch_dict: dict, mask_token: MaskToken, encoder_stride: Seq
     return tokens.index_put((visible,), enc_feats[index])
 
 
+def check_row_order(out_coords: torch.Tensor, in_coords: torch.Tensor, name: str) -> None:
+    """The decoders select the masked rows of their output with ``out[mask]``, which is right only
+    when output row i is input token i: raise if the output coordinates are not the input's."""
+    if out_coords.shape != in_coords.shape or not torch.equal(out_coords.long(), in_coords.long()):
+        raise RuntimeError(f"{name}: output rows are not in the order of its input tokens "
+                           f"({tuple(out_coords.shape)} vs {tuple(in_coords.shape)} coordinates), so the "
+                           "masked rows cannot be selected by position")
+
+
 def _dsvt_config(model_cfg: Any, channels: int) -> EasyDict:
     """A one-stage DSVT config from the decoder block, with the keys DSVT needs but ignores filled in."""
     cfg = EasyDict(copy.deepcopy(dict(model_cfg)))
@@ -104,8 +113,10 @@ class DSVTMaskDecoder(nn.Module):
             masked = torch.nonzero(mask, as_tuple=True)[0]
             tokens = torch.cat([batch_dict["encoder_features"], self.mask_token(masked.numel())])
             token_coords = torch.cat([batch_dict["encoder_coords"].to(coords.dtype), coords[masked]])
-        out = self.decoder({"voxel_features": tokens, "voxel_coords": token_coords,
-                            "batch_size": batch_dict["batch_size"]})["voxel_features"]
+        ret = self.decoder({"voxel_features": tokens, "voxel_coords": token_coords,
+                            "batch_size": batch_dict["batch_size"]})
+        check_row_order(ret["voxel_coords"], token_coords, "DSVTMaskDecoder")
+        out = ret["voxel_features"]
         if self.mode == "z_resolved":
             batch_dict["decoder_features"] = out[mask]
         else:
@@ -150,5 +161,6 @@ class SparseConvDecoder(nn.Module):
             for conv, norm in zip(self.convs, self.norms):
                 x = conv(x)
                 x = x.replace_feature(torch.relu(norm(x.features)))
+        check_row_order(x.indices, coords, "SparseConvDecoder")
         batch_dict["decoder_features"] = x.features[mask]
         return batch_dict

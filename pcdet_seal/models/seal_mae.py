@@ -18,7 +18,7 @@ from .head import SealMAEHead
 from . import nonfinite
 from .masking import VoxelMasking
 from .seal_target import SealTargetGenerator
-from .voxel_index import point_to_voxel
+from .voxel_index import grid_cells, point_to_voxel
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,14 @@ class SealMAE(Detector3DTemplate):
         super().__init__(model_cfg=model_cfg, num_class=num_class, dataset=dataset)
         self.module_topology = ["vfe", "seal_target", "masking", "backbone_3d", "backbone_2d", "dense_head"]
         self.on_nonfinite = nonfinite.check_policy(model_cfg.get("ON_NONFINITE_LOSS", None))
+        self.batches_with_unvoxelized_points = 0
         self.module_list = self.build_networks()
 
     # --- building (Detector3DTemplate.build_networks calls build_<name>) ---------------------
 
     def build_seal_target(self, model_info_dict: dict):
-        module = SealTargetGenerator(self.model_cfg.SEAL_TARGET, voxel_size=model_info_dict["voxel_size"])
+        module = SealTargetGenerator(self.model_cfg.SEAL_TARGET, voxel_size=model_info_dict["voxel_size"],
+                                     point_cloud_range=model_info_dict["point_cloud_range"])
         model_info_dict["module_list"].append(module)
         return module, model_info_dict
 
@@ -99,6 +101,11 @@ class SealMAE(Detector3DTemplate):
         cfg = self.model_cfg.DENSE_HEAD
         if cfg.NAME not in HEADS:
             raise KeyError(f"MODEL.DENSE_HEAD.NAME {cfg.NAME!r} is unknown for SealMAE; choose one of {sorted(HEADS)}")
+        target_width = int(self.model_cfg.SEAL_TARGET.get("NUM_FEATURES", 64))
+        head_width = int(cfg.get("NUM_SEAL_FEATURES", 64))
+        if target_width != head_width:
+            raise ValueError(f"MODEL.SEAL_TARGET.NUM_FEATURES ({target_width}) must equal "
+                             f"MODEL.DENSE_HEAD.NUM_SEAL_FEATURES ({head_width}): the head predicts the Seal targets")
         module = HEADS[cfg.NAME](cfg, input_channels=model_info_dict["num_point_features"],
                                  voxel_size=model_info_dict["voxel_size"],
                                  point_cloud_range=model_info_dict["point_cloud_range"])
@@ -123,6 +130,7 @@ class SealMAE(Detector3DTemplate):
         batch_dict["point2voxel"] = point_to_voxel(batch_dict["points"], batch_dict["voxel_coords"],
                                                    self.dataset.point_cloud_range, self.dataset.voxel_size,
                                                    self.dataset.grid_size)
+        self.count_unvoxelized_points(batch_dict)
         batch_dict = self.seal_target(batch_dict)
         batch_dict = self.masking(batch_dict)
         batch_dict = self.run_encoder(batch_dict)
@@ -136,6 +144,26 @@ class SealMAE(Detector3DTemplate):
                 tb_dict = {**tb_dict, "loss": 0.0, "skipped_nonfinite": 1.0}
             return {"loss": loss}, tb_dict, disp_dict
         return self.post_processing(batch_dict), {}
+
+    def count_unvoxelized_points(self, batch_dict: dict) -> int:
+        """Points inside the grid that the VFE put in no voxel: counted into
+        ``batch_dict['points_without_voxel']`` (logged to TensorBoard) and warned about, naming the
+        frames (on the 1st, 2nd, 4th, 8th ... such batch). They get no reconstruction target."""
+        _, inside = grid_cells(batch_dict["points"], self.dataset.point_cloud_range, self.dataset.voxel_size,
+                               self.dataset.grid_size)
+        missing = inside & (batch_dict["point2voxel"] < 0)
+        count = int(missing.sum())
+        batch_dict["points_without_voxel"] = count
+        if count:
+            self.batches_with_unvoxelized_points += 1
+            seen = self.batches_with_unvoxelized_points
+            if seen & (seen - 1) == 0:
+                frames = nonfinite.frame_ids(batch_dict)
+                rows = torch.unique(batch_dict["points"][missing, 0].long()).tolist()
+                logger.warning("%d points inside the grid found no voxel (frames %s; batch %d with such points): "
+                               "the VFE dropped them, so they get no reconstruction target", count,
+                               [frames[b] if b < len(frames) else f"batch index {b}" for b in rows], seen)
+        return count
 
     def _buffer_snapshot(self) -> dict[str, torch.Tensor]:
         return {name: buf.detach().clone() for name, buf in self.named_buffers() if name != "global_step"}
@@ -152,6 +180,7 @@ class SealMAE(Detector3DTemplate):
         n_voxels = batch_dict["voxel_coords"].shape[0]
         ratio = float(batch_dict["mask_stats"]["mask_ratio"])
         tb_dict = {"loss": loss.item(), **tb_dict, "mask_ratio": ratio, "num_voxels": n_voxels,
+                   "points_without_voxel": batch_dict.get("points_without_voxel", 0),
                    "seal_valid_ratio": float(batch_dict["seal_valid"].float().mean()) if n_voxels else 0.0,
                    **mask_stat_scalars(batch_dict["mask_stats"])}
         return loss, tb_dict, {"mask_ratio": f"{ratio:.3f}"}

@@ -15,6 +15,7 @@ from torch import nn
 
 from pcdet_seal.seal import targets as seal_targets
 from pcdet_seal.seal.cache import MissingFrameError
+from pcdet_seal.seal.teacher_settings import resolve_teacher_settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,39 +33,35 @@ class SealTargetGenerator(nn.Module):
     checkpoint, online mode), ``RANDOM_TEACHER`` (online mode without a checkpoint: a randomly
     initialised teacher — for tests and demos only, logged as a warning), ``TEACHER_ARCH``
     (optional ``Res16UNetArch`` keys, e.g. reduced widths for a random teacher), ``CACHE_DIR``,
-    ``CELL_SIZE`` (default: the DSVT voxel size), ``QUANT`` (cartesian | cylindrical),
-    ``TARGET_MODE`` (point_mean | representative), ``FEATURE_CHANNEL`` (point channel after
-    x, y, z fed to the teacher; 3 = the first non-xyz channel), ``INTENSITY_SCALE`` (multiplies
-    it), ``NUM_FEATURES`` (C_t, 64), ``ON_MISSING`` (cache mode: ``error`` (default) stops at a
-    frame absent from the cache, naming it and ``CACHE_DIR``; ``online`` runs the teacher of
-    ``TEACHER_CKPT`` / ``RANDOM_TEACHER`` on such frames, logging each).
+    ``CELL_SIZE`` (default: the DSVT voxel size; SLidR's cells for cylindrical), ``QUANT``
+    (cartesian | cylindrical), ``TARGET_MODE`` (point_mean | representative), ``FEATURE_CHANNEL``
+    (point channel after x, y, z fed to the teacher; 3 = the first non-xyz channel),
+    ``INTENSITY_SCALE`` (multiplies it), ``NUM_FEATURES`` (C_t, 64), ``MASK_Z`` (default False;
+    True: the teacher sees no point outside the grid's z range, in both modes and in the feature
+    job), ``ON_MISSING`` (cache mode: ``error`` (default) stops at a frame absent from the cache,
+    naming it and ``CACHE_DIR``; ``online`` runs the teacher of ``TEACHER_CKPT`` /
+    ``RANDOM_TEACHER`` on such frames, logging each). Teacher keys are resolved by
+    :func:`pcdet_seal.seal.teacher_settings.resolve_teacher_settings`.
 
     Needs in ``batch_dict``: ``points`` (N_p, 1+F), ``point2voxel`` (N_p,), ``voxel_coords``
     (N_v, 4) and, in cache mode, ``frame_id`` (B,).
     """
 
-    def __init__(self, model_cfg: Any, voxel_size: Sequence[float], **kwargs: Any) -> None:
+    def __init__(self, model_cfg: Any, voxel_size: Sequence[float],
+                 point_cloud_range: Optional[Sequence[float]] = None, **kwargs: Any) -> None:
         super().__init__()
         self.model_cfg = model_cfg
         self.mode = model_cfg.get("MODE", "online")
         if self.mode not in MODES:
             raise ValueError(f"MODEL.SEAL_TARGET.MODE must be one of {MODES}, got {self.mode!r}")
-        self.quant = model_cfg.get("QUANT", "cartesian")
-        if self.quant not in seal_targets.QUANT_MODES:
-            raise ValueError(f"MODEL.SEAL_TARGET.QUANT must be one of {seal_targets.QUANT_MODES}, got {self.quant!r}")
-        cell = model_cfg.get("CELL_SIZE", None)
-        if cell is None:
-            # Cartesian cells default to the DSVT voxel; cylindrical ones to SLidR's (rho m, phi deg, z m),
-            # never to a voxel size read as degrees.
-            cell = voxel_size if self.quant == "cartesian" else seal_targets.SLIDR_CYLINDRICAL_CELL
-        self.cell_size = [float(v) for v in cell]
+        self.settings = resolve_teacher_settings(model_cfg, voxel_size, point_cloud_range)
+        self.quant = self.settings.quant
+        self.cell_size = list(self.settings.cell_size)
         self.target_mode = model_cfg.get("TARGET_MODE", "point_mean")
         if self.target_mode not in seal_targets.TARGET_MODES:
             raise ValueError(f"MODEL.SEAL_TARGET.TARGET_MODE must be one of {seal_targets.TARGET_MODES}, "
                              f"got {self.target_mode!r}")
-        self.feature_channel = int(model_cfg.get("FEATURE_CHANNEL", 3))
-        self.intensity_scale = float(model_cfg.get("INTENSITY_SCALE", 1.0))
-        self.num_features = int(model_cfg.get("NUM_FEATURES", 64))
+        self.num_features = self.settings.num_features
         self.teacher: Optional[nn.Module] = None
         self.teacher_sha256: Optional[str] = None
         self.cache = None
@@ -83,7 +80,7 @@ class SealTargetGenerator(nn.Module):
     def _build_teacher(self, cfg: Any) -> nn.Module:
         from pcdet_seal.seal.minkunet import Res16UNet, Res16UNetArch, SealTeacher
 
-        arch = Res16UNetArch.from_dict(dict(cfg.TEACHER_ARCH)) if cfg.get("TEACHER_ARCH") else None
+        arch = self.settings.arch
         ckpt = cfg.get("TEACHER_CKPT", None)
         if ckpt:
             from pcdet_seal.seal.checkpoint import load_teacher
@@ -149,23 +146,27 @@ class SealTargetGenerator(nn.Module):
         return feats, valid
 
     def forward(self, batch_dict: dict) -> dict:
-        points = batch_dict["points"]
+        points, point2voxel = batch_dict["points"], batch_dict["point2voxel"]
+        keep = self.settings.keep(points[:, 1:4])
+        if keep is not None:  # MASK_Z: the teacher sees only points inside the grid's z range
+            points, point2voxel = points[keep], point2voxel[keep]
         num_voxels = batch_dict["voxel_coords"].shape[0]
         cells, feats_in = seal_targets.teacher_input(
             points[:, 1:], points[:, 0].long(), self.cell_size, self.quant,
-            feature_channel=self.feature_channel, feature_scale=self.intensity_scale)
+            feature_channel=self.settings.feature_channel, feature_scale=self.settings.feature_scale)
         frame_ids = batch_dict.get("frame_id", None)
         if isinstance(frame_ids, np.ndarray):
             frame_ids = frame_ids.tolist()
         with torch.no_grad():
             cell_feats, cell_valid = self.cell_features(cells, feats_in, frame_ids)
             target, valid = seal_targets.voxel_targets(
-                cell_feats, cells.point2cell, batch_dict["point2voxel"], num_voxels, mode=self.target_mode,
+                cell_feats, cells.point2cell, point2voxel, num_voxels, mode=self.target_mode,
                 representative=cells.representative, cell_valid=cell_valid)
         batch_dict["seal_target"] = target
         batch_dict["seal_valid"] = valid
         return batch_dict
 
     def extra_repr(self) -> str:
-        return (f"mode={self.mode}, quant={self.quant}, cell_size={self.cell_size}, target_mode={self.target_mode}"
+        return (f"mode={self.mode}, quant={self.quant}, cell_size={self.cell_size}, target_mode={self.target_mode}, "
+                f"mask_z={self.settings.mask_z}"
                 + (f", on_missing={self.on_missing}" if self.cache is not None else ""))

@@ -12,6 +12,18 @@ import torch
 from pcdet_seal.seal.targets import join_by_coords
 
 
+def grid_cells(points: torch.Tensor, point_cloud_range: Sequence[float], voxel_size: Sequence[float],
+               grid_size: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N_p, 3) int64 grid cell ``(x, y, z)`` of each point (``points`` rows ``(b, x, y, z, ...)``)
+    and (N_p,) bool: inside the grid. Same arithmetic as OpenPCDet's ``DynamicVoxelVFE``."""
+    device = points.device
+    low = torch.tensor(list(point_cloud_range[:3]), dtype=torch.float32, device=device)
+    size = torch.tensor(list(voxel_size), dtype=torch.float32, device=device)
+    grid = torch.tensor([int(g) for g in grid_size], dtype=torch.long, device=device)
+    cell = torch.floor((points[:, 1:4] - low) / size).long()
+    return cell, ((cell >= 0) & (cell < grid)).all(dim=1)
+
+
 def point_to_voxel(points: torch.Tensor, voxel_coords: torch.Tensor, point_cloud_range: Sequence[float],
                    voxel_size: Sequence[float], grid_size: Sequence[int]) -> torch.Tensor:
     """Row of ``voxel_coords`` holding each point, -1 for points outside the grid.
@@ -25,11 +37,7 @@ def point_to_voxel(points: torch.Tensor, voxel_coords: torch.Tensor, point_cloud
         (N_p,) int64 voxel row per point, -1 where the point lies outside the grid.
     """
     device = points.device
-    low = torch.tensor(list(point_cloud_range[:3]), dtype=torch.float32, device=device)
-    size = torch.tensor(list(voxel_size), dtype=torch.float32, device=device)
-    grid = torch.tensor([int(g) for g in grid_size], dtype=torch.long, device=device)
-    cell = torch.floor((points[:, 1:4] - low) / size).long()  # same arithmetic as DynamicVoxelVFE
-    inside = ((cell >= 0) & (cell < grid)).all(dim=1)
+    cell, inside = grid_cells(points, point_cloud_range, voxel_size, grid_size)
     query = torch.stack([points[:, 0].long(), cell[:, 2], cell[:, 1], cell[:, 0]], dim=1)
     index, found = join_by_coords(query[inside], voxel_coords.long())
     out = torch.full((points.shape[0],), -1, dtype=torch.long, device=device)
