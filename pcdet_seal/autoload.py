@@ -70,12 +70,21 @@ def install_registration_hook() -> None:
         importhook.after_import(name, _register_when_outermost)
 
 
+#: OpenPCDet's optimiser module as ``tools/train.py`` imports it (``pcdet_seal.optim.TOOLS_MODULE``);
+#: named here so that the start-up hook does not import torch before anything needs it.
+OPTIMIZATION_MODULE = "train_utils.optimization"
+
+
+def _patch_tools_optimization(module: ModuleType) -> None:
+    from . import optim
+
+    optim.patch_tools_optimization(module)
+
+
 def install_optimizer_hook() -> None:
     """Patch OpenPCDet's ``tools/train_utils/optimization`` right after it is imported, so that
     ``tools/train.py`` builds the plugin's optimizer names (:mod:`pcdet_seal.optim`)."""
-    from . import optim
-
-    importhook.after_import(optim.TOOLS_MODULE, optim.patch_tools_optimization)
+    importhook.after_import(OPTIMIZATION_MODULE, _patch_tools_optimization)
 
 
 def on_first_pcdet_import() -> None:

@@ -34,12 +34,15 @@ from typing import Any, NamedTuple, Optional
 import torch
 from torch import nn
 
+from .autoload import OPTIMIZATION_MODULE
+
 logger = logging.getLogger(__name__)
 
 #: ``OPTIMIZATION.OPTIMIZER`` names the plugin adds to OpenPCDet's builder.
 PLUGIN_OPTIMIZERS = ("adamw_onecycle",)
-#: OpenPCDet's optimiser module, as ``tools/train.py`` imports it (``tools/`` on ``sys.path``).
-TOOLS_MODULE = "train_utils.optimization"
+#: OpenPCDet's optimiser module, as ``tools/train.py`` imports it (``tools/`` on ``sys.path``); named
+#: in the start-up hook, which must not import this module (it imports torch).
+TOOLS_MODULE = OPTIMIZATION_MODULE
 _REQUIRED_KEYS = ("LR", "WEIGHT_DECAY", "MOMS", "DIV_FACTOR", "PCT_START")
 _PATCHED = "__pcdet_seal_patched__"
 
