@@ -113,7 +113,7 @@ class SyntheticLidarDataset(DatasetTemplate):
         """AP (BEV and 3-D, R40) per class on the frames of ``det_annos`` with the synthetic metric.
 
         Ground truth is regenerated from each frame id, so it is the unaugmented scene; gt boxes
-        with no corner inside ``POINT_CLOUD_RANGE`` are left out, as the training pipeline drops them.
+        whose centre lies outside ``POINT_CLOUD_RANGE`` are left out, as the training pipeline drops them.
         Returns ``(result_str, result_dict)`` as OpenPCDet's ``eval_utils`` expects.
         """
         from pcdet_seal.synthetic import metric
@@ -125,5 +125,6 @@ class SyntheticLidarDataset(DatasetTemplate):
         return metric.format_ap(results), results
 
     def _in_range(self, gt: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        keep = box_utils.mask_boxes_outside_range_numpy(gt["gt_boxes"], self.point_cloud_range, min_num_corners=1)
+        keep = box_utils.mask_boxes_outside_range_numpy(gt["gt_boxes"], self.point_cloud_range,
+                                                         use_center_to_filter=True)
         return {"gt_names": gt["gt_names"][keep], "gt_boxes": gt["gt_boxes"][keep]}

@@ -166,23 +166,35 @@ def _vehicle_size(rng: np.random.Generator) -> tuple[str, float, float, float, f
     return kind, rng.uniform(7.5, 11.0), rng.uniform(2.4, 2.6), rng.uniform(2.9, 3.6), 0.5
 
 
+#: Where each vehicle kind is tall along its length (local x from rear -0.5 to front +0.5, as a
+#: fraction of the length) and how tall the low part is (fraction of the height above the
+#: clearance). The tall part sits towards the rear, so front and back differ at the voxel scale
+#: (0.3–0.4 m): a car's cabin behind a long hood, a van's box behind a short hood, a truck's cargo
+#: box behind its cab. Without this, vehicles were symmetric front to back, their heading
+#: target was θ or θ + π with equal odds, and CenterHead's L1 regression of (cos θ, sin θ)
+#: averaged it away: detectors never learned vehicle headings, not even modulo π.
+_VEHICLE_PROFILE = {"car": ((-0.44, 0.06), 0.5), "van": ((-0.5, 0.3), 0.55), "truck": ((-0.5, 0.22), 0.8)}
+
+
 def _add_vehicle(b: _Builder, x: float, y: float, yaw: float,
                  size: tuple[str, float, float, float, float]) -> None:
-    """Body, a cabin for cars, and four wheels; gt box 10 cm larger than the body on each side."""
+    """A low body over the whole length, a tall part towards the rear (car cabin, van box, truck
+    cargo), four wheels; the gt box is 10 cm larger than the body on each side, heading = front."""
     rng = b.rng
     kind, length, width, height, clearance = size
     z = b.ground_z(x, y)
     instance = b.add_object("Vehicle", np.array([x, y, z + height / 2 + 0.05, length + 0.2, width + 0.2,
                                                  height + 0.1, yaw]))
     paint = rng.uniform(0.15, 0.6)
-    body_height = 0.5 * height if kind == "car" else height - clearance
+    (rear, front), low = _VEHICLE_PROFILE[kind]
+    body_height = low * (height - clearance)
     b.box((x, y, z + clearance + body_height / 2), (length / 2, width / 2, body_height / 2), yaw,
           VEHICLE, paint, instance)
-    if kind == "car":
-        cabin_height = height - clearance - body_height
-        cx, cy = _local_to_world(x, y, yaw, -0.05 * length, 0.0)
-        b.box((cx, cy, z + clearance + body_height + cabin_height / 2),
-              (0.27 * length, 0.45 * width, cabin_height / 2), yaw, VEHICLE, 0.06, instance)
+    top_height = height - clearance - body_height
+    tx, ty = _local_to_world(x, y, yaw, (rear + front) / 2 * length, 0.0)
+    b.box((tx, ty, z + clearance + body_height + top_height / 2),
+          ((front - rear) / 2 * length, (0.45 if kind == "car" else 0.5) * width, top_height / 2), yaw,
+          VEHICLE, 0.06 if kind == "car" else paint, instance)
     wheel = 0.33 if kind != "truck" else 0.5
     for sx in (-1, 1):
         for sy in (-1, 1):
