@@ -1,5 +1,6 @@
 """scripts/demo.py --quick end to end (stand-in teacher → pre-train → fine-tune pre-trained and
-scratch → evaluate → pictures): the table JSON and the PNGs it writes, checked for content."""
+scratch → evaluate → pictures, one cell of the study grid): the table JSON and the PNGs it writes,
+checked for content; the committed study's spread is quoted only for the same cell."""
 from __future__ import annotations
 
 import json
@@ -34,30 +35,53 @@ def test_quick_demo_writes_both_finetunes_and_their_ap(demo_run):
     assert results["preset"] == "quick" and results["teacher"]["teacher"] == "stand-in"
     for name in ("scratch", "pretrained"):
         run = results["finetune"][name]
-        assert run["iterations"] == 2 and math.isfinite(run["final_loss"])
-        ap = run["ap"]
-        assert {"Vehicle/AP_BEV", "Vehicle/AP_3D", "Pedestrian/AP_BEV", "Cyclist/AP_3D", "mAP_BEV", "mAP_3D"} <= set(ap)
-        assert {"mAP_BEV@0.3", "Vehicle/AP_3D@0.3"} <= set(ap)  # also scored at a loose IoU
-        assert all(math.isnan(v) or 0.0 <= v <= 1.0 for k, v in ap.items() if "AP" in k)
-        assert ap["detections_per_frame"] >= 0.0
+        assert run["finetune_iters"] == 2 and math.isfinite(run["finetune_loss_last"])
+        assert run["budget"] == 0.5 and run["labelled_frames"] == 2  # the study grid's label-scarce cell
+        assert set(run["ap"]) == set(run["ap_loose"]) == {"Vehicle", "Pedestrian", "Cyclist"}  # also a loose IoU
+        values = [v for ap in (run["ap"], run["ap_loose"]) for c in ap.values() for v in c.values()]
+        assert all(v is None or 0.0 <= v <= 100.0 for v in values + [run["map_bev"], run["map_3d"]])
+        assert run["detections_per_frame"] >= 0.0
     # only the pre-trained run loads weights, and it loads all of the encoder
-    assert "transfer" not in results["finetune"]["scratch"]
+    assert results["finetune"]["scratch"]["transfer"] is None
     assert results["finetune"]["pretrained"]["transfer"] == {"vfe": "12/12", "backbone_3d": "213/213"}
+    # the demo's cell is not the committed study's (quick grid): no spread to quote
+    assert results["committed_delta"] is None
+    assert "spread not measured for this setting" in results["table"].splitlines()[0]
 
 
 def test_quick_demo_pretrains_with_a_real_mask_ratio_and_logs_the_table(demo_run):
     out, log, results = demo_run
     pre = results["pretrain"]
-    assert pre["iterations"] == 2 and all(math.isfinite(v) for v in pre["history"]["loss"])
+    assert pre["arm"] == "picture" and pre["iterations"] == 4 and math.isfinite(pre["loss_last"])
     assert 0.1 < pre["mask_ratio"] < 0.9  # the stand-in's class-dependent noise makes I2Mask mask
-    assert Path(pre["checkpoint"]).is_file() and Path(pre["checkpoint"]).parent == out
+    assert Path(pre["checkpoint"]).is_file() and Path(pre["checkpoint"]).parent == out / "pretrain"
     assert (out / "seal_cache_standin" / "meta.json").is_file()
     assert len(list((out / "seal_cache_standin").glob("synthetic_0_*.npz"))) == 4
-    for stage in ("scenes + targets", "pre-train", "fine-tune scratch", "fine-tune pretrained", "total"):
+    for stage in ("pre-train", "fine-tune + eval scratch", "fine-tune + eval pretrained", "total"):
         assert results["seconds"][stage] >= 0.0
     table = results["table"]
-    assert "scratch" in table and "pre-trained" in table and "AP Vehicle 3D" in table
+    assert table.startswith("pre-trained − scratch: ")
+    assert "scratch" in table and "pre-trained" in table and "AP Vehicle 3D" in table and "@IoU 0.3" in table
     assert table in log  # printed as written
+    study = json.loads((out / "study.json").read_text())  # the study's own record of the same cell
+    assert {r["arm"] for r in study["runs"]} == {"scratch", "picture"} and study["probes"] == []
+    assert study["config_hash"] == results["config_hash"]
+
+
+def test_committed_spread_is_quoted_only_for_the_same_cell(tmp_path):
+    from helpers_scripts import load_script
+
+    demo = load_script("demo")
+    runs = [{"arm": arm, "seed": seed, "budget": 0.125, "map_bev": value, "map_3d": value,
+             "ap": {"Vehicle": {"bev": value, "3d": value}}}
+            for arm, seed, value in (("scratch", 0, 10.0), ("scratch", 1, 12.0), ("picture", 0, 14.0),
+                                     ("picture", 1, 14.0))]
+    path = tmp_path / "study.json"
+    path.write_text(json.dumps({"config_hash": "abc", "runs": runs, "probes": []}))
+    assert demo.committed_delta("abc", 0.125, path) == {"mean": 3.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+    assert demo.committed_delta("other", 0.125, path) is None
+    assert demo.committed_delta("abc", 1.0, path) is None
+    assert demo.committed_delta("abc", 0.125, tmp_path / "missing.json") is None
 
 
 def test_quick_demo_renders_the_pictures(demo_run):

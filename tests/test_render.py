@@ -78,17 +78,19 @@ def test_the_readme_render_command_works_as_written_on_a_demo_output(tmp_path):
     import torch
 
     from helpers_models import TINY_PRETRAIN, dataset, load, network, small_frames
-    from helpers_scripts import load_script
     from pcdet_seal import registry
+    from pcdet_seal.tools.study import ARMS, QUICK_GRID, load_base_configs, pretrain_config
+    from pcdet_seal.tools.synthetic_targets import write_targets
 
     registry.register()
-    demo = load_script("demo")
     out = tmp_path / "pcdet_seal_demo"
-    out.mkdir()
-    pre_cfg, _ = demo.configure(demo.PRESETS["quick"], out / "seal_cache_standin")
-    demo.write_targets(pre_cfg, out / "seal_cache_standin", None, torch.device("cpu"))  # as the demo does
+    cache = out / "seal_cache_standin"
+    pre_cfg = pretrain_config(load_base_configs()[0], QUICK_GRID, ARMS["picture"], cache, None)
+    write_targets(pre_cfg, cache, None, torch.device("cpu"))  # as the demo does (through the study)
     cfg = small_frames(load(TINY_PRETRAIN))
-    torch.save({"model_state": network(cfg, dataset(cfg)).state_dict(), "epoch": 1}, out / "pretrain_checkpoint.pth")
+    ckpt = out / "pretrain" / "picture_seed0.pth"
+    ckpt.parent.mkdir()
+    torch.save({"model_state": network(cfg, dataset(cfg)).state_dict(), "epoch": 1}, ckpt)
     (tmp_path / "scripts").symlink_to(ROOT / "scripts")  # the command is run from the repository root
     command = _readme_render_command()
     assert command[:2] == ["python", "scripts/render.py"]

@@ -1,0 +1,567 @@
+"""The pre-training study in miniature: does pre-training make a better detector, and which part
+of the method does it?
+
+Protocol (synthetic scenes, stand-in teacher, the tiny configs of ``cfgs/demo/``):
+
+* pre-training on ``pretrain_frames`` unlabelled scenes (scene seed ``SEED.train``), one run per
+  (arm, seed);
+* fine-tuning of the stock CenterPoint-DSVT on a labelled pool, the first ``pool_frames`` of those
+  scenes, at each budget (a nested prefix of the pool), with the identical recipe, data order and
+  iteration count for every arm: only the initial encoder weights differ;
+* evaluation on ``val_frames`` scenes of another scene seed (AP per class, BEV and 3-D);
+* a frozen-encoder linear probe (:mod:`pcdet_seal.tools.probe`) per (arm, seed).
+
+A study seed fixes, for its arm, the pre-training (initialisation, data order, masking), the
+fine-tuning (initialisation of everything not transferred, data order) and the probe (subsample,
+initialisation, mini-batches). Scenes and the stand-in teacher's features do not depend on it.
+
+Every arm is a set of config overrides (:data:`ARMS`), so users can rerun any arm with
+``--set`` on the stock ``tools/train.py``. Results are appended to ``study.json`` unit by unit;
+a rerun with the same settings resumes where it stopped.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+PRETRAIN_CFG = ROOT / "cfgs" / "demo" / "seal_pretrain_tiny.yaml"
+FINETUNE_CFG = ROOT / "cfgs" / "demo" / "finetune_tiny.yaml"
+STUDY_VERSION = 1
+
+
+class StudySetupError(ValueError):
+    """The study cannot start as asked: unknown arms, no seeds, an output folder of another study."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: pre-training config overrides (``None``: no pre-training) and its iteration factor.
+
+    ``mask_ratio_of_picture``: the arm masks with ``RandomMask`` at the mean realised ratio that
+    the ``picture`` arm measured with the same seed (recorded with the run).
+    """
+
+    name: str
+    description: str
+    overrides: Optional[dict[str, Any]]
+    iters_factor: float = 1.0
+    mask_ratio_of_picture: bool = False
+
+
+ARMS: dict[str, Arm] = {arm.name: arm for arm in (
+    Arm("scratch", "no pre-training: the encoder starts from its random initialisation", None),
+    Arm("coord", "coordinate reconstruction only (point cloud reconstruction), RandomMask at picture's ratio",
+        {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [1.0, 0.0], "MODEL.MASKING.NAME": "RandomMask"}, mask_ratio_of_picture=True),
+    Arm("seal", "Seal targets only, I2Mask", {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [0.0, 3.0]}),
+    Arm("picture", "coordinates + Seal targets, I2Mask (the method's default)", {}),
+    Arm("picture_random", "as picture, RandomMask at picture's ratio (Table D.8)",
+        {"MODEL.MASKING.NAME": "RandomMask"}, mask_ratio_of_picture=True),
+    Arm("picture_short", "as picture, 0.5x the pre-training iterations (Table D.1)", {}, iters_factor=0.5),
+    Arm("picture_long", "as picture, 2x the pre-training iterations (Table D.1)", {}, iters_factor=2.0),
+)}
+DEFAULT_ARMS = ("scratch", "coord", "seal", "picture", "picture_random")
+SMALL, FULL = "small", "full"
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Sizes of one study. ``budgets`` maps a budget name to its labelled fraction of the pool and
+    ``finetune_iters`` to its fine-tuning iterations (identical for every arm)."""
+
+    pretrain_frames: int = 96
+    pretrain_epochs: int = 6
+    pool_frames: int = 96
+    budgets: dict[str, float] = field(default_factory=lambda: {SMALL: 0.125, FULL: 1.0})
+    finetune_iters: dict[str, int] = field(default_factory=lambda: {SMALL: 240, FULL: 480})
+    val_frames: int = 32
+    probe_train_frames: int = 12
+    probe_val_frames: int = 8
+    batch_size: int = 2
+    #: budgets each arm is fine-tuned at (the study's priority; ``--all-detection`` fine-tunes every arm at every budget)
+    detection: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "scratch": (SMALL, FULL), "picture": (SMALL, FULL), "coord": (SMALL,), "picture_random": (SMALL,),
+        "picture_short": (SMALL,), "picture_long": (SMALL,), "seal": ()})
+
+    def frames(self, budget: str) -> int:
+        """Labelled scenes of ``budget`` (a prefix of the pool)."""
+        return max(self.batch_size, int(round(self.pool_frames * self.budgets[budget])))
+
+    def finetune_epochs(self, budget: str) -> int:
+        """Epochs giving ``finetune_iters[budget]`` iterations; the iterations must be a whole number of epochs."""
+        per_epoch = math.ceil(self.frames(budget) / self.batch_size)
+        if self.finetune_iters[budget] % per_epoch:
+            raise ValueError(f"study grid: {self.finetune_iters[budget]} fine-tuning iterations at budget {budget!r} "
+                             f"are not a whole number of {per_epoch}-iteration epochs")
+        return self.finetune_iters[budget] // per_epoch
+
+    def pretrain_iters(self, arm: Arm) -> int:
+        return self.pretrain_epochs_of(arm) * math.ceil(self.pretrain_frames / self.batch_size)
+
+    def pretrain_epochs_of(self, arm: Arm) -> int:
+        epochs = self.pretrain_epochs * arm.iters_factor
+        if epochs != int(epochs) or epochs < 1:
+            raise ValueError(f"study grid: arm {arm.name!r} needs {epochs} pre-training epochs (a whole number >= 1)")
+        return int(epochs)
+
+
+QUICK_GRID = Grid(pretrain_frames=4, pretrain_epochs=2, pool_frames=4, budgets={SMALL: 0.5, FULL: 1.0},
+                  finetune_iters={SMALL: 2, FULL: 4}, val_frames=2, probe_train_frames=2, probe_val_frames=2)
+
+
+# --- configs ------------------------------------------------------------------------------------
+
+
+def set_key(cfg: Any, dotted: str, value: Any) -> None:
+    """``cfg[A][B][C] = value`` for ``dotted = "A.B.C"``; every key but the last must exist."""
+    node = cfg
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        if part not in node:
+            raise KeyError(f"config override {dotted!r}: {part!r} is not a key of the config")
+        node = node[part]
+    if parts[-1] not in node:
+        raise KeyError(f"config override {dotted!r}: {parts[-1]!r} is not a key of the config")
+    node[parts[-1]] = copy.deepcopy(value)
+
+
+def arm_overrides(arm: Arm, mask_ratio: Optional[float]) -> dict[str, Any]:
+    """The arm's pre-training overrides, with ``MODEL.MASKING.MASK_RATIO`` where it copies picture's."""
+    if arm.overrides is None:
+        raise ValueError(f"arm {arm.name!r} has no pre-training")
+    out = dict(arm.overrides)
+    if arm.mask_ratio_of_picture:
+        if mask_ratio is None:
+            raise ValueError(f"arm {arm.name!r} needs the picture arm's measured mask ratio")
+        out["MODEL.MASKING.MASK_RATIO"] = round(float(mask_ratio), 4)
+    return out
+
+
+def load_base_configs(optimizer: str = "all") -> tuple[Any, Any]:
+    """The tiny pre-training and fine-tuning configs; ``optimizer="stock"`` puts both on OpenPCDet's
+    ``adam_onecycle`` (which never trains attention in-projections) instead of ``adamw_onecycle``."""
+    from pcdet_seal.models.config_network import load_config
+
+    if optimizer not in ("all", "stock"):
+        raise ValueError(f"--optimizer must be 'all' or 'stock', got {optimizer!r}")
+    pre, fine = load_config(PRETRAIN_CFG), load_config(FINETUNE_CFG)
+    if optimizer == "stock":
+        for cfg in (pre, fine):
+            cfg.OPTIMIZATION.OPTIMIZER = "adam_onecycle"
+    return pre, fine
+
+
+def pretrain_config(base: Any, grid: Grid, arm: Arm, cache_dir: Path, mask_ratio: Optional[float]) -> Any:
+    """Pre-training config of ``arm``: the base config, the grid's sizes, the offline stand-in
+    cache and the arm's overrides."""
+    cfg = copy.deepcopy(base)
+    cfg.DATA_CONFIG.NUM_FRAMES.train = grid.pretrain_frames
+    cfg.OPTIMIZATION.NUM_EPOCHS = grid.pretrain_epochs_of(arm)
+    cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU = grid.batch_size
+    cfg.MODEL.SEAL_TARGET.MODE = "cache"
+    cfg.MODEL.SEAL_TARGET.CACHE_DIR = str(cache_dir)
+    for key, value in arm_overrides(arm, mask_ratio).items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def finetune_config(base: Any, grid: Grid, budget: str) -> Any:
+    """Fine-tuning config of ``budget`` (the same for every arm): the first ``grid.frames(budget)``
+    pre-training scenes with their labels, evaluated on ``grid.val_frames`` val scenes."""
+    cfg = copy.deepcopy(base)
+    cfg.DATA_CONFIG.NUM_FRAMES.train = grid.frames(budget)
+    cfg.DATA_CONFIG.NUM_FRAMES.test = grid.val_frames
+    cfg.OPTIMIZATION.NUM_EPOCHS = grid.finetune_epochs(budget)
+    cfg.OPTIMIZATION.BATCH_SIZE_PER_GPU = grid.batch_size
+    return cfg
+
+
+def config_hash(grid: Grid, optimizer: str, base_pre: Any, base_fine: Any, teacher: str = "stand-in") -> str:
+    """Short hash of everything that defines a study cell: grid, optimizer choice, both base configs
+    and the teacher (``"stand-in"`` or the Seal checkpoint's sha256)."""
+    def plain(obj: Any) -> Any:
+        return json.loads(json.dumps(obj, default=str, sort_keys=True))
+
+    blob = json.dumps({"version": STUDY_VERSION, "grid": asdict(grid), "optimizer": optimizer, "teacher": teacher,
+                       "pretrain": plain(base_pre), "finetune": plain(base_fine)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# --- the result file ----------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def machine_info() -> dict[str, Any]:
+    """Where the study ran: platform, CPUs, torch threads, load average, CUDA device if any."""
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(),
+            "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def git_commit() -> str:
+    """The project's commit (``+dirty`` with uncommitted changes), or ``"unknown"`` outside a checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+class StudyFile:
+    """``study.json``: written atomically after every finished unit; refuses another grid's folder."""
+
+    def __init__(self, out: Path, header: dict[str, Any]) -> None:
+        self.path = Path(out) / "study.json"
+        if self.path.exists():
+            data = json.loads(self.path.read_text())
+            if data.get("config_hash") != header["config_hash"]:
+                raise StudySetupError(f"{self.path} holds a study with config hash {data.get('config_hash')}, not "
+                                 f"{header['config_hash']} (other grid, configs or optimizer): choose another --out")
+            self.data = data
+            self.resumed = True
+        else:
+            self.data = {**header, "runs": [], "probes": [], "pretrain": []}
+            self.resumed = False
+
+    def find(self, section: str, **key: Any) -> Optional[dict]:
+        for row in self.data[section]:
+            if all(row.get(k) == v for k, v in key.items()):
+                return row
+        return None
+
+    def add(self, section: str, row: dict) -> None:
+        self.data[section].append(row)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.data, indent=1))
+        os.replace(tmp, self.path)
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def _mean_tail(values: Sequence[float], tail: int = 10) -> Optional[float]:
+    values = list(values)[-tail:]
+    return float(np.mean(values)) if values else None
+
+
+def ap_row(ap: dict[str, float], class_names: Sequence[str]) -> dict[str, Any]:
+    """The study's AP fields in % from :func:`evaluate_model`'s fractions (NaN → None)."""
+    def pct(value: float) -> Optional[float]:
+        return None if value is None or math.isnan(value) else round(100.0 * value, 3)
+
+    return {"map_bev": pct(ap["mAP_BEV"]), "map_3d": pct(ap["mAP_3D"]),
+            "ap": {name: {"bev": pct(ap[f"{name}/AP_BEV"]), "3d": pct(ap[f"{name}/AP_3D"])} for name in class_names},
+            "map_bev_loose": pct(ap["mAP_BEV@0.3"]), "map_3d_loose": pct(ap["mAP_3D@0.3"]),
+            "ap_loose": {name: {"bev": pct(ap[f"{name}/AP_BEV@0.3"]), "3d": pct(ap[f"{name}/AP_3D@0.3"])}
+                         for name in class_names},
+            "detections_per_frame": round(ap["detections_per_frame"], 2)}
+
+
+@dataclass
+class Study:
+    """One study run: configs, grid, seeds, arms, output folder; :meth:`run` does the work."""
+
+    out: Path
+    seeds: Sequence[int] = (0, 1, 2)
+    arms: Sequence[str] = DEFAULT_ARMS
+    grid: Grid = field(default_factory=Grid)
+    optimizer: str = "all"
+    all_detection: bool = False
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    progress: bool = True
+    #: budgets to fine-tune at (default: every budget of the grid); ``probes``: run the linear probe
+    budgets: Optional[Sequence[str]] = None
+    probes: bool = True
+    #: a real Seal teacher instead of the stand-in (the demo's ``--seal-ckpt``)
+    seal_ckpt: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise StudySetupError(f"unknown arms {unknown}; choose from {sorted(ARMS)}")
+        if not self.seeds:
+            raise StudySetupError("the study needs at least one seed")
+        self.out = Path(self.out).resolve()
+        self.base_pre, self.base_fine = load_base_configs(self.optimizer)
+        self.teacher = "stand-in" if self.seal_ckpt is None else _sha256(Path(self.seal_ckpt))
+        self.hash = config_hash(self.grid, self.optimizer, self.base_pre, self.base_fine, self.teacher)
+        self.class_names = list(self.base_fine.CLASS_NAMES)
+
+    # units, in the order they run ----------------------------------------------------------------
+
+    def pretrain_arms(self) -> list[Arm]:
+        """Arms that pre-train; ``picture`` first (others copy its measured mask ratio)."""
+        names = [a for a in self.arms if ARMS[a].overrides is not None]
+        if any(ARMS[a].mask_ratio_of_picture for a in names) and "picture" not in names:
+            names.append("picture")
+        return [ARMS[a] for a in sorted(names, key=lambda a: a != "picture")]
+
+    def detection_budgets(self, arm: str) -> tuple[str, ...]:
+        budgets = tuple(self.grid.budgets) if self.all_detection else self.grid.detection.get(arm, ())
+        return tuple(b for b in budgets if b in self.grid.budgets and (self.budgets is None or b in self.budgets))
+
+    def units(self) -> list[tuple]:
+        units: list[tuple] = []
+        for seed in self.seeds:
+            units += [("pretrain", arm.name, seed) for arm in self.pretrain_arms()]
+            units += [("probe", arm, seed) for arm in self.arms] if self.probes else []
+            units += [("finetune", arm, seed, budget) for arm in self.arms for budget in self.detection_budgets(arm)]
+        return units
+
+    def done(self, store: StudyFile, unit: tuple) -> bool:
+        kind, arm, seed = unit[:3]
+        if kind == "pretrain":
+            row = store.find("pretrain", arm=arm, seed=seed)
+            return row is not None and Path(row["checkpoint"]).is_file()
+        if kind == "probe":
+            return store.find("probes", arm=arm, seed=seed) is not None
+        return store.find("runs", arm=arm, seed=seed, budget=self.grid.budgets[unit[3]]) is not None
+
+    # the work --------------------------------------------------------------------------------
+
+    def run(self, log: Callable[[str], None] = print) -> dict:
+        """Run every unit not yet in ``study.json``; returns the study's data."""
+        header = {"version": STUDY_VERSION, "commit": git_commit(), "machine": machine_info(),
+                  "config_hash": self.hash, "optimizer": self.optimizer, "grid": asdict(self.grid),
+                  "seeds": list(self.seeds), "arms": {a: asdict(ARMS[a]) for a in self.arms},
+                  "seed_controls": "per arm: pre-training (init, data order, masking), fine-tuning (init of "
+                                   "non-transferred parts, data order), probe (subsample, init, batches)"}
+        store = StudyFile(self.out, header)
+        units = self.units()
+        finished = [u for u in units if self.done(store, u)]
+        if store.resumed:
+            log(f"study: resuming {store.path}: {len(finished)} of {len(units)} units already done")
+        else:
+            log(f"study: {len(units)} units into {store.path}")
+        cache_dir = self.cache_dir()
+        header_teacher = self.write_cache(cache_dir)
+        store.data.setdefault("teacher", header_teacher)
+        for number, unit in enumerate(units, 1):
+            if self.done(store, unit):
+                continue
+            log(f"study: unit {number}/{len(units)}: {' '.join(map(str, unit))}")
+            start = time.perf_counter()
+            if unit[0] == "pretrain":
+                self.run_pretrain(store, ARMS[unit[1]], unit[2], cache_dir)
+            elif unit[0] == "probe":
+                self.run_probe(store, unit[1], unit[2])
+            else:
+                self.run_finetune(store, unit[1], unit[2], unit[3])
+            log(f"study: unit {number}/{len(units)} done in {time.perf_counter() - start:.0f} s")
+        store.data["summary"] = summarize(store.data)
+        store.save()
+        return store.data
+
+    def cache_dir(self) -> Path:
+        """The offline feature cache of this study's teacher, inside the output folder."""
+        return self.out / ("seal_cache_standin" if self.seal_ckpt is None else f"seal_cache_{Path(self.seal_ckpt).stem}")
+
+    def write_cache(self, cache_dir: Path) -> dict[str, str]:
+        """Targets of every pre-training scene (finished frames are kept); returns the teacher's identity."""
+        from pcdet_seal.tools.synthetic_targets import write_targets
+
+        cfg = pretrain_config(self.base_pre, self.grid, ARMS["picture"], cache_dir, None)
+        cfg.DATA_CONFIG.NUM_FRAMES.train = max(self.grid.pretrain_frames, self.grid.pool_frames)
+        return write_targets(cfg, cache_dir, self.seal_ckpt, self.device, progress=self.progress,
+                             config_name=PRETRAIN_CFG.name)
+
+    def picture_ratio(self, store: StudyFile, seed: int) -> float:
+        row = store.find("pretrain", arm="picture", seed=seed)
+        if row is None:
+            raise RuntimeError(f"the picture arm's pre-training for seed {seed} must run first")
+        return float(row["mask_ratio"])
+
+    def pretrain_checkpoint(self, arm: str, seed: int) -> Path:
+        return self.out / "pretrain" / f"{arm}_seed{seed}.pth"
+
+    def run_pretrain(self, store: StudyFile, arm: Arm, seed: int, cache_dir: Path) -> None:
+        from pcdet_seal.tools.training import train_model
+
+        ratio = self.picture_ratio(store, seed) if arm.mask_ratio_of_picture else None
+        cfg = pretrain_config(self.base_pre, self.grid, arm, cache_dir, ratio)
+        start = time.perf_counter()
+        model, info = train_model(cfg, self.device, seed, f"pre-train {arm.name} seed {seed}", self.grid.batch_size,
+                                  stats_keys=("loss_coord", "loss_seal", "mask_ratio"), progress=self.progress)
+        ckpt = self.pretrain_checkpoint(arm.name, seed)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_name(f".{ckpt.name}.tmp")
+        torch.save({"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": info["epochs"]}, tmp)
+        os.replace(tmp, ckpt)
+        hist = info["history"]
+        store.add("pretrain", {
+            "arm": arm.name, "seed": seed, "iterations": info["iterations"], "checkpoint": str(ckpt),
+            "overrides": arm_overrides(arm, ratio), "mask_ratio": float(np.mean(hist.get("mask_ratio", [float("nan")]))),
+            "loss_first": _mean_tail(hist["loss"][:10]), "loss_last": _mean_tail(hist["loss"]),
+            "loss_coord_last": _mean_tail(hist.get("loss_coord", [])),
+            "loss_seal_last": _mean_tail(hist.get("loss_seal", [])),
+            "seconds": round(time.perf_counter() - start, 1)})
+
+    def run_finetune(self, store: StudyFile, arm: str, seed: int, budget: str) -> None:
+        from pcdet_seal.tools.training import evaluate_model, train_model
+
+        cfg = finetune_config(self.base_fine, self.grid, budget)
+        ckpt = None if ARMS[arm].overrides is None else self.pretrain_checkpoint(arm, seed)
+        pre = store.find("pretrain", arm=arm, seed=seed)
+        start = time.perf_counter()
+        model, info = train_model(cfg, self.device, seed, f"fine-tune {arm} seed {seed} {budget}", self.grid.batch_size,
+                                  pretrained=ckpt, progress=self.progress)
+        ap = evaluate_model(model, cfg, self.device, self.grid.batch_size, desc=f"evaluate {arm} seed {seed} {budget}",
+                            progress=self.progress)
+        store.add("runs", {
+            "arm": arm, "budget": self.grid.budgets[budget], "budget_name": budget, "seed": seed,
+            "pretrain_iters": pre["iterations"] if pre else None, "finetune_iters": info["iterations"],
+            "labelled_frames": info["frames"], **ap_row(ap, self.class_names),
+            "mask_ratio": pre["mask_ratio"] if pre else None, "transfer": info.get("transfer"),
+            "finetune_loss_last": _mean_tail(info["history"]["loss"]),
+            "seconds": round(time.perf_counter() - start, 1)})
+
+    def run_probe(self, store: StudyFile, arm: str, seed: int) -> None:
+        from pcdet_seal.tools.probe import encoder_probe
+
+        ckpt = None if ARMS[arm].overrides is None else self.pretrain_checkpoint(arm, seed)
+        start = time.perf_counter()
+        result = encoder_probe(self.base_fine, ckpt, seed, self.grid.probe_train_frames, self.grid.probe_val_frames,
+                               self.device)
+        store.add("probes", {"arm": arm, "seed": seed, "probe_miou": round(100 * result["probe_miou"], 3),
+                             "majority_miou": round(100 * result["majority_miou"], 3), "classes": result["classes"],
+                             "seconds": round(time.perf_counter() - start, 1)})
+
+
+# --- summaries ----------------------------------------------------------------------------------
+
+
+def _stats(values: Iterable[Optional[float]]) -> Optional[dict[str, float]]:
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def summarize(data: dict) -> dict:
+    """Per (arm, budget): mean ± std of mAP and per-class AP over seeds, and the paired difference
+    arm − scratch per seed (mean ± std); per arm: probe mIoU mean ± std."""
+    out: dict[str, Any] = {"detection": [], "probe": []}
+    runs = data["runs"]
+    scratch = {(r["seed"], r["budget"]): r for r in runs if r["arm"] == "scratch"}
+    keys = sorted({(r["arm"], r["budget"]) for r in runs}, key=lambda k: (k[1], k[0] != "scratch", k[0]))
+    for arm, budget in keys:
+        rows = [r for r in runs if r["arm"] == arm and r["budget"] == budget]
+        paired = [r["map_bev"] - scratch[(r["seed"], budget)]["map_bev"] for r in rows
+                  if arm != "scratch" and (r["seed"], budget) in scratch
+                  and r["map_bev"] is not None and scratch[(r["seed"], budget)]["map_bev"] is not None]
+        classes = sorted(rows[0]["ap"])
+        out["detection"].append({
+            "arm": arm, "budget": budget, "seeds": sorted(r["seed"] for r in rows),
+            "map_bev": _stats(r["map_bev"] for r in rows), "map_3d": _stats(r["map_3d"] for r in rows),
+            "ap_bev": {c: _stats(r["ap"][c]["bev"] for r in rows) for c in classes},
+            "delta_map_bev_vs_scratch": _stats(paired) if arm != "scratch" else None,
+            "delta_per_seed": paired if arm != "scratch" else None})
+    for arm in dict.fromkeys(p["arm"] for p in data["probes"]):
+        rows = [p for p in data["probes"] if p["arm"] == arm]
+        out["probe"].append({"arm": arm, "probe_miou": _stats(p["probe_miou"] for p in rows),
+                             "majority_miou": _stats(p["majority_miou"] for p in rows)})
+    return out
+
+
+def _pm(stats: Optional[dict], signed: bool = False) -> str:
+    if not stats:
+        return "–"
+    fmt = "{:+.1f}" if signed else "{:.1f}"
+    if stats["n"] < 2:  # one seed: no spread to report
+        return f"{fmt.format(stats['mean'])} (n=1)"
+    return f"{fmt.format(stats['mean'])} ± {stats['std']:.1f}"
+
+
+def markdown_table(data: dict) -> str:
+    """The study's results as markdown: detection per (budget, arm) and probe per arm."""
+    summary = data.get("summary") or summarize(data)
+    grid = data["grid"]
+    lines = [f"Study {data['config_hash']} at commit {data['commit']} (optimizer: {data['optimizer']}); "
+             f"mean ± standard deviation over seeds {data['seeds']}; Δ = paired difference arm − scratch per seed.",
+             "",
+             f"Detection (BEV AP %, IoU 0.7 Vehicle / 0.5 Pedestrian, Cyclist; {grid['val_frames']} val scenes; "
+             f"labelled pool {grid['pool_frames']} scenes):", "",
+             "| budget | arm | seeds | mAP BEV | Δ mAP BEV vs scratch | Vehicle | Pedestrian | Cyclist | mAP 3D |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in summary["detection"]:
+        ap = row["ap_bev"]
+        lines.append(f"| {row['budget']:g} | {row['arm']} | {len(row['seeds'])} | {_pm(row['map_bev'])} | "
+                     f"{_pm(row['delta_map_bev_vs_scratch'], signed=True)} | {_pm(ap.get('Vehicle'))} | "
+                     f"{_pm(ap.get('Pedestrian'))} | {_pm(ap.get('Cyclist'))} | {_pm(row['map_3d'])} |")
+    lines += ["", "Frozen-encoder linear probe (voxel superclass mIoU %, val scenes; chance = majority class):", "",
+              "| arm | probe mIoU | majority-class mIoU |", "|---|---|---|"]
+    for row in summary["probe"]:
+        lines.append(f"| {row['arm']} | {_pm(row['probe_miou'])} | {_pm(row['majority_miou'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(data: dict, path: Path) -> Path:
+    """PNG: detection mAP BEV per arm and budget, and probe mIoU per arm, with error bars (std)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = data.get("summary") or summarize(data)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    budgets = sorted({row["budget"] for row in summary["detection"]})
+    arms = list(dict.fromkeys(row["arm"] for row in summary["detection"]))
+    width = 0.8 / max(1, len(budgets))
+    for i, budget in enumerate(budgets):
+        xs, means, stds = [], [], []
+        for j, arm in enumerate(arms):
+            row = next((r for r in summary["detection"] if r["arm"] == arm and r["budget"] == budget), None)
+            if row and row["map_bev"]:
+                xs.append(j + (i - (len(budgets) - 1) / 2) * width)
+                means.append(row["map_bev"]["mean"])
+                stds.append(row["map_bev"]["std"])
+        axes[0].bar(xs, means, width, yerr=stds, capsize=3, label=f"{budget:g} of the labels")
+    axes[0].set_xticks(range(len(arms)), arms, rotation=20)
+    axes[0].set_ylabel("mAP BEV (%)")
+    axes[0].set_title("Fine-tuned detection (mean ± std over seeds)")
+    axes[0].legend()
+    probe = summary["probe"]
+    axes[1].bar(range(len(probe)), [r["probe_miou"]["mean"] for r in probe],
+                yerr=[r["probe_miou"]["std"] for r in probe], capsize=3, color="tab:green")
+    if probe:
+        axes[1].axhline(probe[0]["majority_miou"]["mean"], color="grey", ls="--", label="majority class")
+        axes[1].legend()
+    axes[1].set_xticks(range(len(probe)), [r["arm"] for r in probe], rotation=20)
+    axes[1].set_ylabel("probe mIoU (%)")
+    axes[1].set_title("Frozen-encoder linear probe (superclasses)")
+    fig.suptitle(f"pcdet-seal study {data['config_hash']} (synthetic scenes, stand-in teacher)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,141 @@
+"""bench/study.py: every arm's configs differ only where intended, the summary pairs seeds, and
+``--quick`` runs end to end into a schema-checked, resumable study.json."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.pcdet]
+pytest.importorskip("pcdet", reason="the study trains with OpenPCDet: needs an importable pcdet checkout")
+
+from pcdet_seal.tools import study as st  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+@pytest.fixture(scope="module")
+def bases():
+    return st.load_base_configs("all")
+
+
+def test_finetune_configs_are_identical_across_arms_and_nested_budgets(bases):
+    _, fine = bases
+    grid = st.Grid()
+    # fine-tuning configs depend on the budget only: there is no arm argument to differ by
+    small, full = st.finetune_config(fine, grid, st.SMALL), st.finetune_config(fine, grid, st.FULL)
+    assert small.DATA_CONFIG.NUM_FRAMES.train < full.DATA_CONFIG.NUM_FRAMES.train == grid.pool_frames
+    assert small.DATA_CONFIG.SEED.train == full.DATA_CONFIG.SEED.train  # the small pool is a prefix of the full one
+    for budget, cfg in ((st.SMALL, small), (st.FULL, full)):
+        per_epoch = math.ceil(cfg.DATA_CONFIG.NUM_FRAMES.train / grid.batch_size)
+        assert cfg.OPTIMIZATION.NUM_EPOCHS * per_epoch == grid.finetune_iters[budget]
+    diff = {k for k, v in _flatten(small).items() if _flatten(full)[k] != v}
+    assert diff == {"DATA_CONFIG.NUM_FRAMES.train", "OPTIMIZATION.NUM_EPOCHS"}
+    assert small.OPTIMIZATION.OPTIMIZER == "adamw_onecycle"
+
+
+def test_pretraining_configs_differ_only_in_the_intended_keys(bases, tmp_path):
+    pre, _ = bases
+    grid = st.Grid()
+    picture = _flatten(st.pretrain_config(pre, grid, st.ARMS["picture"], tmp_path, None))
+    assert picture["MODEL.SEAL_TARGET.MODE"] == "cache" and picture["MODEL.MASKING.NAME"] == "I2Mask"
+    assert picture["MODEL.DENSE_HEAD.LOSS_WEIGHTS"] == [1.0, 3.0]
+    expected = {
+        "coord": {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [1.0, 0.0], "MODEL.MASKING.NAME": "RandomMask",
+                  "MODEL.MASKING.MASK_RATIO": 0.4321},
+        "seal": {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [0.0, 3.0]},
+        "picture_random": {"MODEL.MASKING.NAME": "RandomMask", "MODEL.MASKING.MASK_RATIO": 0.4321},
+        "picture_short": {"OPTIMIZATION.NUM_EPOCHS": grid.pretrain_epochs // 2},
+        "picture_long": {"OPTIMIZATION.NUM_EPOCHS": grid.pretrain_epochs * 2},
+    }
+    for name, changes in expected.items():
+        cfg = _flatten(st.pretrain_config(pre, grid, st.ARMS[name], tmp_path, 0.43214))
+        diff = {k: v for k, v in cfg.items() if picture[k] != v}
+        assert diff == changes, name
+    with pytest.raises(ValueError, match="picture arm's measured mask ratio"):
+        st.pretrain_config(pre, grid, st.ARMS["coord"], tmp_path, None)
+    with pytest.raises(KeyError, match="MODEL.MASKING.NOPE"):
+        st.set_key(st.pretrain_config(pre, grid, st.ARMS["picture"], tmp_path, None), "MODEL.MASKING.NOPE", 1)
+
+
+def test_stock_optimizer_switches_every_arm(bases):
+    pre, fine = st.load_base_configs("stock")
+    assert pre.OPTIMIZATION.OPTIMIZER == fine.OPTIMIZATION.OPTIMIZER == "adam_onecycle"
+    assert st.config_hash(st.Grid(), "stock", pre, fine) != st.config_hash(st.Grid(), "all", *bases)
+
+
+def test_summary_pairs_each_seed_with_its_scratch_run():
+    def run(arm, seed, value):
+        return {"arm": arm, "seed": seed, "budget": 0.125, "map_bev": value, "map_3d": value,
+                "ap": {"Vehicle": {"bev": value, "3d": value}}}
+
+    data = {"runs": [run("scratch", 0, 10.0), run("scratch", 1, 20.0), run("picture", 0, 13.0),
+                     run("picture", 1, 21.0)],
+            "probes": [{"arm": "scratch", "seed": 0, "probe_miou": 30.0, "majority_miou": 5.0},
+                       {"arm": "scratch", "seed": 1, "probe_miou": 34.0, "majority_miou": 5.0}]}
+    summary = st.summarize(data)
+    picture = next(r for r in summary["detection"] if r["arm"] == "picture")
+    assert picture["delta_per_seed"] == [3.0, 1.0]
+    assert picture["delta_map_bev_vs_scratch"]["mean"] == 2.0
+    assert abs(picture["delta_map_bev_vs_scratch"]["std"] - math.sqrt(2.0)) < 1e-12
+    assert summary["probe"][0]["probe_miou"]["mean"] == 32.0
+    assert "+2.0 ± 1.4" in st.markdown_table({**data, "summary": summary, "grid": {"val_frames": 1, "pool_frames": 1},
+                                              "config_hash": "x", "commit": "y", "optimizer": "all", "seeds": [0, 1]})
+
+
+@pytest.mark.spconv
+def test_quick_study_writes_a_schema_checked_study_json_and_resumes(tmp_path):
+    out = tmp_path / "study"
+    env = {**os.environ, "PCDET_SEAL_CPU": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    cmd = [sys.executable, str(ROOT / "bench" / "study.py"), "--out", str(out), "--quick", "--seeds", "0",
+           "--no-progress"]
+    first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    data = json.loads((out / "study.json").read_text())
+    assert {"commit", "machine", "config_hash", "runs", "probes"} <= set(data)
+    arms = {r["arm"] for r in data["runs"]}
+    assert arms == {"scratch", "coord", "picture", "picture_random"}  # seal: probe only (the priority grid)
+    for row in data["runs"]:
+        assert {"arm", "budget", "seed", "pretrain_iters", "map_bev", "map_3d", "ap", "mask_ratio", "seconds"} <= set(row)
+        assert set(row["ap"]) == {"Vehicle", "Pedestrian", "Cyclist"}
+        assert all(set(v) == {"bev", "3d"} for v in row["ap"].values())
+        assert row["budget"] in (0.5, 1.0) and row["seed"] == 0
+        if row["arm"] == "scratch":
+            assert row["pretrain_iters"] is None and row["mask_ratio"] is None and row["transfer"] is None
+        else:
+            assert row["pretrain_iters"] > 0 and 0.0 < row["mask_ratio"] < 1.0
+            assert row["transfer"] == {"vfe": "12/12", "backbone_3d": "213/213"}
+    ratios = {p["arm"]: p["mask_ratio"] for p in data["pretrain"]}
+    for arm in ("coord", "picture_random"):  # RandomMask at picture's measured ratio
+        assert next(p for p in data["pretrain"] if p["arm"] == arm)["overrides"]["MODEL.MASKING.MASK_RATIO"] == \
+            round(ratios["picture"], 4)
+    assert {p["arm"] for p in data["probes"]} == {"scratch", "coord", "seal", "picture", "picture_random"}
+    assert all(0.0 <= p["probe_miou"] <= 100.0 for p in data["probes"])
+    table = (out / "study.md").read_text()
+    assert table.count("| scratch |") == 3  # two budgets and the probe
+    assert "(n=1)" in table and " ± " not in table.split("\n", 1)[1]  # one seed: no spread is reported
+    assert (out / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
+    units = len(data["runs"]) + len(data["probes"]) + len(data["pretrain"])
+    assert f"resuming {out / 'study.json'}: {units} of {units} units already done" in again.stdout
+    assert json.loads((out / "study.json").read_text())["runs"] == data["runs"]
+
+    other = subprocess.run(cmd + ["--optimizer", "stock"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=900)
+    assert other.returncode != 0 and "choose another --out" in other.stderr
