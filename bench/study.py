@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Does pre-training make a better detector? The paper's comparisons in miniature, with error bars.
 
-    python bench/study.py --out study_out                    # default grid, 3 seeds (about 2 h on 2 CPU cores)
+    python bench/study.py --out study_out                    # default grid, 3 seeds (time: bench/RESULTS.md)
     python bench/study.py --out study_out --arms picture_short picture_long   # Table D.1 arms
     python bench/study.py --out study_out --optimizer stock  # OpenPCDet's adam_onecycle for every arm
     python bench/study.py --out /tmp/q --quick               # a reduced grid in minutes (smoke test)
@@ -40,8 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="all: adamw_onecycle over every parameter (the plugin's configs); stock: OpenPCDet's "
                              "adam_onecycle, which leaves attention in-projections untrained")
     parser.add_argument("--quick", action="store_true", help="reduced grid, a few iterations per unit (minutes)")
-    parser.add_argument("--all-detection", action="store_true",
-                        help="fine-tune every arm at every budget (default: the study's priority grid)")
+    detection = parser.add_mutually_exclusive_group()
+    detection.add_argument("--all-detection", action="store_true",
+                           help="fine-tune every arm at every budget (default: the study's priority grid)")
+    detection.add_argument("--no-detection", action="store_true",
+                           help="pre-training and linear probes only (no fine-tuning); rerun without it to add them")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -58,18 +61,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = prepare_device(args.gpu)
     if args.threads:
         torch.set_num_threads(args.threads)
-    from pcdet_seal.tools.study import QUICK_GRID, Grid, Study, StudySetupError, chart, markdown_table
+    from pcdet_seal.seal.cache import SealCacheError
+    from pcdet_seal.tools.study import QUICK_GRID, Grid, Study, StudySetupError, chart, markdown_table, write_atomic
 
     try:
         study = Study(args.out, seeds=args.seeds, arms=args.arms, grid=QUICK_GRID if args.quick else Grid(),
                       optimizer=args.optimizer, all_detection=args.all_detection, device=device,
-                      progress=not args.no_progress)
+                      budgets=[] if args.no_detection else None, progress=not args.no_progress)
         data = study.run()
-    except StudySetupError as error:
+    except (StudySetupError, SealCacheError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     table = markdown_table(data)
-    (study.out / "study.md").write_text(table)
+    write_atomic(study.out / "study.md", table)
     chart(data, study.out / "study.png")
     print(table)
     print(f"wrote {study.out / 'study.json'}, study.md and study.png")

@@ -3,9 +3,11 @@
 (SealMAE, I2Mask) → CenterPoint-DSVT fine-tuning from the pre-trained weights AND from scratch
 (identical recipe, seeds and data) → evaluation of both → pictures → a side-by-side table headed
 by the measured gain. It runs the label-scarce cell of ``bench/study.py``'s grid (one seed) through
-the study's own code, and prints the spread the committed study measured for that cell.
+the study's own code; next to its gain it prints the spread of the study committed in
+``bench/results/study.json`` when that study has the same config hash, else that the spread was
+not measured for this setting.
 
-    python scripts/demo.py                       # CPU (pcdet-seal's CPU mode), about 10 minutes on 2 cores
+    python scripts/demo.py                       # CPU (pcdet-seal's CPU mode); time: see README
     python scripts/demo.py --gpu                 # CUDA: more scenes and epochs
     python scripts/demo.py --seal-ckpt seal.pth  # real Seal teacher (spconv) instead of the stand-in
     python scripts/demo.py --quick               # smoke test: few scenes, 2 iterations per stage
@@ -92,11 +94,17 @@ def committed_delta(config_hash: str, budget: float, path: Path = COMMITTED_STUD
 def table(results: dict) -> str:
     """The side-by-side text table, headed by the measured gain."""
     scratch, pre = results["finetune"]["scratch"], results["finetune"]["pretrained"]
-    gain = pre["map_bev"] - scratch["map_bev"]
     spread = results["committed_delta"]
-    reference = (f"the committed study measured {spread['mean']:+.2f} ± {spread['std']:.2f} over {spread['n']} "
-                 f"seeds for this cell" if spread else "spread not measured for this setting")
-    lines = [f"pre-trained − scratch: {gain:+.2f} mAP BEV (% points, one seed; {reference})", "",
+    if spread and spread["n"] >= 2:
+        reference = (f"the committed study measured {spread['mean']:+.2f} ± {spread['std']:.2f} (std over "
+                     f"{spread['n']} seeds) for this cell")
+    else:
+        reference = "spread not measured for this setting"
+    if scratch["map_bev"] is None or pre["map_bev"] is None:
+        gain = "n/a (a class without val boxes)"
+    else:
+        gain = f"{pre['map_bev'] - scratch['map_bev']:+.2f}"
+    lines = [f"pre-trained − scratch: {gain} mAP BEV (% points, one seed; {reference})", "",
              f"{'':<28}{'scratch':>10}{'pre-trained':>13}{'delta':>9}"]
     rows = [(f"AP {c} {k.upper() if k == '3d' else 'BEV'}", scratch[ap][c][k], pre[ap][c][k], ap)
             for ap in ("ap", "ap_loose") for c in scratch["ap"] for k in ("bev", "3d")]
@@ -174,22 +182,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    from pcdet_seal.seal.cache import SealCacheError
     from pcdet_seal.seal.checkpoint import SealCheckpointError
-    from pcdet_seal.tools.study import SMALL, Study
+    from pcdet_seal.tools.study import SMALL, Study, StudySetupError, write_atomic
 
     preset = "quick" if args.quick else "gpu" if args.gpu else "cpu"
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in (out / "study.json", out / "demo_results.json"):  # --overwrite: results are replaced
         stale.unlink(missing_ok=True)
-    study = Study(out, seeds=[args.seed], arms=["scratch", "picture"], grid=presets()[preset], budgets=[SMALL],
-                  probes=False, device=device, seal_ckpt=args.seal_ckpt)
-    logger.info("demo (%s preset, %s): the label-scarce cell of the study grid (%s of the labelled pool), "
-                "picture vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.seed, out)
     wall = time.perf_counter()
     try:
+        study = Study(out, seeds=[args.seed], arms=["scratch", "picture"], grid=presets()[preset], budgets=[SMALL],
+                      probes=False, device=device, seal_ckpt=args.seal_ckpt, replace_stale_cache=args.overwrite)
+        logger.info("demo (%s preset, %s): the label-scarce cell of the study grid (%s of the labelled pool), "
+                    "picture vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.seed, out)
         data = study.run(log=logger.info)
-    except SealCheckpointError as err:
+    except (SealCheckpointError, SealCacheError, StudySetupError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     budget = study.grid.budgets[SMALL]
@@ -211,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                "pictures": shown, "seconds": seconds}
     text = table(results)
     results["table"] = text
-    (out / "demo_results.json").write_text(json.dumps(results, indent=2))
+    write_atomic(out / "demo_results.json", json.dumps(results, indent=2))
     print("\n" + text)
     print(f"\nwrote {out / 'demo_results.json'}" + (f" and {len(shown)} pictures in {out / 'pictures'}"
                                                     if shown else ""))

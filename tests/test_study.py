@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.pcdet]
-pytest.importorskip("pcdet", reason="the study trains with OpenPCDet: needs an importable pcdet checkout")
+from pcdet_seal.tools import study as st
 
-from pcdet_seal.tools import study as st  # noqa: E402
+needs_pcdet = pytest.mark.pcdet
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +29,11 @@ def _flatten(obj, prefix=""):
 
 @pytest.fixture(scope="module")
 def bases():
+    pytest.importorskip("pcdet", reason="the study's configs load through OpenPCDet: needs an importable pcdet checkout")
     return st.load_base_configs("all")
 
 
+@needs_pcdet
 def test_finetune_configs_are_identical_across_arms_and_nested_budgets(bases):
     _, fine = bases
     grid = st.Grid()
@@ -48,6 +49,7 @@ def test_finetune_configs_are_identical_across_arms_and_nested_budgets(bases):
     assert small.OPTIMIZATION.OPTIMIZER == "adamw_onecycle"
 
 
+@needs_pcdet
 def test_pretraining_configs_differ_only_in_the_intended_keys(bases, tmp_path):
     pre, _ = bases
     grid = st.Grid()
@@ -72,6 +74,7 @@ def test_pretraining_configs_differ_only_in_the_intended_keys(bases, tmp_path):
         st.set_key(st.pretrain_config(pre, grid, st.ARMS["picture"], tmp_path, None), "MODEL.MASKING.NOPE", 1)
 
 
+@needs_pcdet
 def test_stock_optimizer_switches_every_arm(bases):
     pre, fine = st.load_base_configs("stock")
     assert pre.OPTIMIZATION.OPTIMIZER == fine.OPTIMIZATION.OPTIMIZER == "adam_onecycle"
@@ -97,8 +100,10 @@ def test_summary_pairs_each_seed_with_its_scratch_run():
                                               "config_hash": "x", "commit": "y", "optimizer": "all", "seeds": [0, 1]})
 
 
+@needs_pcdet
 @pytest.mark.spconv
 def test_quick_study_writes_a_schema_checked_study_json_and_resumes(tmp_path):
+    pytest.importorskip("pcdet", reason="the study trains with OpenPCDet: needs an importable pcdet checkout")
     out = tmp_path / "study"
     env = {**os.environ, "PCDET_SEAL_CPU": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     cmd = [sys.executable, str(ROOT / "bench" / "study.py"), "--out", str(out), "--quick", "--seeds", "0",

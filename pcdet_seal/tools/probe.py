@@ -59,7 +59,7 @@ def fit_linear_probe(features: torch.Tensor, labels: torch.Tensor, num_classes: 
         pick = torch.randperm(features.shape[0], generator=generator)[:recipe.max_train_voxels]
         features, labels = features[pick], labels[pick]
     features = features.float()
-    mean, std = features.mean(0), features.std(0).clamp(min=1e-6)
+    mean, std = features.mean(0), features.std(0, unbiased=False).clamp(min=1e-6)
     linear = nn.Linear(features.shape[1], num_classes)
     with torch.no_grad():
         bound = 1.0 / features.shape[1] ** 0.5
@@ -164,15 +164,15 @@ def probe_miou(train_tokens: torch.Tensor, train_labels: torch.Tensor, val_token
 def synthetic_frames(data_config: Any, split: str, count: int) -> Iterable[tuple[np.ndarray, np.ndarray]]:
     """``(points, point_labels)`` of the first ``count`` synthetic scenes of ``split`` (``train`` or
     ``test``), cropped to ``POINT_CLOUD_RANGE`` as the dataset's first processor does."""
+    from pcdet.utils.common_utils import mask_points_by_range
+
     from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 
     synthetic = SyntheticConfig.from_dict(data_config.get("SYNTHETIC"))
-    low, high = np.asarray(data_config.POINT_CLOUD_RANGE[:3]), np.asarray(data_config.POINT_CLOUD_RANGE[3:])
+    limits = np.asarray(data_config.POINT_CLOUD_RANGE, dtype=np.float32)
     for index in range(count):
         frame = generate_frame(int(data_config.SEED[split]), index, synthetic)
-        xyz = frame["points"][:, :3]
-        # OpenPCDet's mask_points_by_range crops x and y only (the VFE drops points outside the grid in z)
-        keep = ((xyz[:, :2] >= low[:2]) & (xyz[:, :2] <= high[:2])).all(axis=1)
+        keep = mask_points_by_range(frame["points"], limits)  # x and y only; the VFE drops the rest in z
         yield frame["points"][keep], frame["point_labels"][keep]
 
 

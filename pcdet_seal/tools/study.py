@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -106,17 +107,14 @@ class Grid:
         """Epochs giving ``finetune_iters[budget]`` iterations; the iterations must be a whole number of epochs."""
         per_epoch = math.ceil(self.frames(budget) / self.batch_size)
         if self.finetune_iters[budget] % per_epoch:
-            raise ValueError(f"study grid: {self.finetune_iters[budget]} fine-tuning iterations at budget {budget!r} "
+            raise StudySetupError(f"study grid: {self.finetune_iters[budget]} fine-tuning iterations at budget {budget!r} "
                              f"are not a whole number of {per_epoch}-iteration epochs")
         return self.finetune_iters[budget] // per_epoch
-
-    def pretrain_iters(self, arm: Arm) -> int:
-        return self.pretrain_epochs_of(arm) * math.ceil(self.pretrain_frames / self.batch_size)
 
     def pretrain_epochs_of(self, arm: Arm) -> int:
         epochs = self.pretrain_epochs * arm.iters_factor
         if epochs != int(epochs) or epochs < 1:
-            raise ValueError(f"study grid: arm {arm.name!r} needs {epochs} pre-training epochs (a whole number >= 1)")
+            raise StudySetupError(f"study grid: arm {arm.name!r} needs {epochs} pre-training epochs (a whole number >= 1)")
         return int(epochs)
 
 
@@ -191,26 +189,36 @@ def finetune_config(base: Any, grid: Grid, budget: str) -> Any:
     return cfg
 
 
+def data_code_hash() -> str:
+    """Hash of the code that makes the study's data: the scene generator and the stand-in teacher.
+    A change there changes every scene and target, so results and caches of another version never mix."""
+    from pcdet_seal import synthetic
+    from pcdet_seal.seal import standin
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(synthetic.__file__).parent.glob("*.py")) + [Path(standin.__file__)]:
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def config_hash(grid: Grid, optimizer: str, base_pre: Any, base_fine: Any, teacher: str = "stand-in") -> str:
-    """Short hash of everything that defines a study cell: grid, optimizer choice, both base configs
-    and the teacher (``"stand-in"`` or the Seal checkpoint's sha256)."""
+    """Short hash of everything that defines a study cell: grid, optimizer choice, both base configs,
+    the arms' overrides, the probe's and the evaluation's fixed settings, the teacher (``"stand-in"``
+    or the Seal checkpoint's sha256) and the code that generates scenes and stand-in targets."""
+    from pcdet_seal.tools.probe import ProbeRecipe
+    from pcdet_seal.tools.training import LOOSE_IOU
+
     def plain(obj: Any) -> Any:
         return json.loads(json.dumps(obj, default=str, sort_keys=True))
 
     blob = json.dumps({"version": STUDY_VERSION, "grid": asdict(grid), "optimizer": optimizer, "teacher": teacher,
-                       "pretrain": plain(base_pre), "finetune": plain(base_fine)}, sort_keys=True)
+                       "pretrain": plain(base_pre), "finetune": plain(base_fine),
+                       "arms": {name: asdict(arm) for name, arm in ARMS.items()}, "probe": asdict(ProbeRecipe()),
+                       "loose_iou": LOOSE_IOU, "data_code": data_code_hash()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --- the result file ----------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def machine_info() -> dict[str, Any]:
@@ -233,15 +241,27 @@ def git_commit() -> str:
 
 
 class StudyFile:
-    """``study.json``: written atomically after every finished unit; refuses another grid's folder."""
+    """``study.json``: written atomically after every finished unit; refuses another study's folder.
+
+    On resume the seeds and arms asked for are added to the header's, and every row records the
+    commit that produced it.
+    """
 
     def __init__(self, out: Path, header: dict[str, Any]) -> None:
         self.path = Path(out) / "study.json"
+        self.commit = header["commit"]
         if self.path.exists():
-            data = json.loads(self.path.read_text())
+            try:
+                data = json.loads(self.path.read_text())
+            except (OSError, ValueError) as error:
+                raise StudySetupError(f"{self.path} is not a readable study ({error}); move it away or choose "
+                                      f"another --out") from error
             if data.get("config_hash") != header["config_hash"]:
                 raise StudySetupError(f"{self.path} holds a study with config hash {data.get('config_hash')}, not "
-                                 f"{header['config_hash']} (other grid, configs or optimizer): choose another --out")
+                                      f"{header['config_hash']} (other grid, configs, optimizer, teacher or scene "
+                                      f"code): choose another --out")
+            data["seeds"] = sorted(set(data.get("seeds", [])) | set(header["seeds"]))
+            data["arms"] = {**header["arms"], **data.get("arms", {})}
             self.data = data
             self.resumed = True
         else:
@@ -254,15 +274,30 @@ class StudyFile:
                 return row
         return None
 
-    def add(self, section: str, row: dict) -> None:
-        self.data[section].append(row)
+    def put(self, section: str, row: dict, key: Sequence[str]) -> None:
+        """Store ``row``, replacing the row of ``section`` with the same ``key`` fields, and save."""
+        self.data[section] = [r for r in self.data[section] if any(r.get(k) != row[k] for k in key)]
+        self.data[section].append({**row, "commit": self.commit})
         self.save()
 
+    def drop(self, section: str, **key: Any) -> None:
+        """Remove every row of ``section`` matching ``key`` (results built on a replaced checkpoint)."""
+        self.data[section] = [r for r in self.data[section] if not all(r.get(k) == v for k, v in key.items())]
+
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(self.data, indent=1))
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename; no partial file on a crash."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 # --- running ------------------------------------------------------------------------------------
@@ -303,6 +338,8 @@ class Study:
     probes: bool = True
     #: a real Seal teacher instead of the stand-in (the demo's ``--seal-ckpt``)
     seal_ckpt: Optional[Path] = None
+    #: remove a feature cache written by other scene/teacher code instead of refusing it (demo ``--overwrite``)
+    replace_stale_cache: bool = False
 
     def __post_init__(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -310,9 +347,18 @@ class Study:
             raise StudySetupError(f"unknown arms {unknown}; choose from {sorted(ARMS)}")
         if not self.seeds:
             raise StudySetupError("the study needs at least one seed")
+        for budget in self.grid.budgets:  # a bad grid fails now, not after hours of pre-training
+            self.grid.finetune_epochs(budget)
+        for name in self.arms:
+            self.grid.pretrain_epochs_of(ARMS[name])
         self.out = Path(self.out).resolve()
         self.base_pre, self.base_fine = load_base_configs(self.optimizer)
-        self.teacher = "stand-in" if self.seal_ckpt is None else _sha256(Path(self.seal_ckpt))
+        if self.seal_ckpt is None:
+            self.teacher = "stand-in"
+        else:
+            from pcdet_seal.seal.checkpoint import file_sha256
+
+            self.teacher = file_sha256(self.seal_ckpt)
         self.hash = config_hash(self.grid, self.optimizer, self.base_pre, self.base_fine, self.teacher)
         self.class_names = list(self.base_fine.CLASS_NAMES)
 
@@ -383,11 +429,27 @@ class Study:
 
     def cache_dir(self) -> Path:
         """The offline feature cache of this study's teacher, inside the output folder."""
-        return self.out / ("seal_cache_standin" if self.seal_ckpt is None else f"seal_cache_{Path(self.seal_ckpt).stem}")
+        if self.seal_ckpt is None:
+            return self.out / "seal_cache_standin"
+        return self.out / f"seal_cache_{Path(self.seal_ckpt).stem}_{self.teacher[:8]}"
 
     def write_cache(self, cache_dir: Path) -> dict[str, str]:
-        """Targets of every pre-training scene (finished frames are kept); returns the teacher's identity."""
+        """Targets of every pre-training scene (finished frames are kept); returns the teacher's identity.
+
+        A cache written by other scene or stand-in code is refused (its frames would not match the
+        scenes), or removed first with ``replace_stale_cache``.
+        """
         from pcdet_seal.tools.synthetic_targets import write_targets
+
+        key_file = cache_dir.with_name(cache_dir.name + ".datakey")
+        key = data_code_hash()
+        if cache_dir.exists() and (not key_file.is_file() or key_file.read_text().strip() != key):
+            if not self.replace_stale_cache:
+                raise StudySetupError(f"{cache_dir} was written by other scene or teacher code (key {key_file} "
+                                      f"missing or not {key}): delete it or choose another --out")
+            logger.warning("removing %s: written by other scene or teacher code", cache_dir)
+            shutil.rmtree(cache_dir)
+        write_atomic(key_file, key + "\n")
 
         cfg = pretrain_config(self.base_pre, self.grid, ARMS["picture"], cache_dir, None)
         cfg.DATA_CONFIG.NUM_FRAMES.train = max(self.grid.pretrain_frames, self.grid.pool_frames)
@@ -417,13 +479,21 @@ class Study:
         torch.save({"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": info["epochs"]}, tmp)
         os.replace(tmp, ckpt)
         hist = info["history"]
-        store.add("pretrain", {
+        store.drop("probes", arm=arm.name, seed=seed)  # built on the checkpoint this run replaces
+        store.drop("runs", arm=arm.name, seed=seed)
+        if arm.name == "picture":  # the arms that copied its mask ratio must copy the new one
+            for other in ARMS.values():
+                if other.mask_ratio_of_picture:
+                    store.drop("pretrain", arm=other.name, seed=seed)
+                    store.drop("probes", arm=other.name, seed=seed)
+                    store.drop("runs", arm=other.name, seed=seed)
+        store.put("pretrain", {
             "arm": arm.name, "seed": seed, "iterations": info["iterations"], "checkpoint": str(ckpt),
             "overrides": arm_overrides(arm, ratio), "mask_ratio": float(np.mean(hist.get("mask_ratio", [float("nan")]))),
             "loss_first": _mean_tail(hist["loss"][:10]), "loss_last": _mean_tail(hist["loss"]),
             "loss_coord_last": _mean_tail(hist.get("loss_coord", [])),
             "loss_seal_last": _mean_tail(hist.get("loss_seal", [])),
-            "seconds": round(time.perf_counter() - start, 1)})
+            "seconds": round(time.perf_counter() - start, 1)}, key=("arm", "seed"))
 
     def run_finetune(self, store: StudyFile, arm: str, seed: int, budget: str) -> None:
         from pcdet_seal.tools.training import evaluate_model, train_model
@@ -436,13 +506,13 @@ class Study:
                                   pretrained=ckpt, progress=self.progress)
         ap = evaluate_model(model, cfg, self.device, self.grid.batch_size, desc=f"evaluate {arm} seed {seed} {budget}",
                             progress=self.progress)
-        store.add("runs", {
+        store.put("runs", {
             "arm": arm, "budget": self.grid.budgets[budget], "budget_name": budget, "seed": seed,
             "pretrain_iters": pre["iterations"] if pre else None, "finetune_iters": info["iterations"],
             "labelled_frames": info["frames"], **ap_row(ap, self.class_names),
             "mask_ratio": pre["mask_ratio"] if pre else None, "transfer": info.get("transfer"),
             "finetune_loss_last": _mean_tail(info["history"]["loss"]),
-            "seconds": round(time.perf_counter() - start, 1)})
+            "seconds": round(time.perf_counter() - start, 1)}, key=("arm", "seed", "budget"))
 
     def run_probe(self, store: StudyFile, arm: str, seed: int) -> None:
         from pcdet_seal.tools.probe import encoder_probe
@@ -451,9 +521,9 @@ class Study:
         start = time.perf_counter()
         result = encoder_probe(self.base_fine, ckpt, seed, self.grid.probe_train_frames, self.grid.probe_val_frames,
                                self.device)
-        store.add("probes", {"arm": arm, "seed": seed, "probe_miou": round(100 * result["probe_miou"], 3),
+        store.put("probes", {"arm": arm, "seed": seed, "probe_miou": round(100 * result["probe_miou"], 3),
                              "majority_miou": round(100 * result["majority_miou"], 3), "classes": result["classes"],
-                             "seconds": round(time.perf_counter() - start, 1)})
+                             "seconds": round(time.perf_counter() - start, 1)}, key=("arm", "seed"))
 
 
 # --- summaries ----------------------------------------------------------------------------------
@@ -509,13 +579,14 @@ def markdown_table(data: dict) -> str:
     lines = [f"Study {data['config_hash']} at commit {data['commit']} (optimizer: {data['optimizer']}); "
              f"mean ± standard deviation over seeds {data['seeds']}; Δ = paired difference arm − scratch per seed.",
              "",
-             f"Detection (BEV AP %, IoU 0.7 Vehicle / 0.5 Pedestrian, Cyclist; {grid['val_frames']} val scenes; "
+             f"Detection (BEV AP % at the config's IoU thresholds; {grid['val_frames']} val scenes; "
              f"labelled pool {grid['pool_frames']} scenes):", "",
-             "| budget | arm | seeds | mAP BEV | Δ mAP BEV vs scratch | Vehicle | Pedestrian | Cyclist | mAP 3D |",
+             "| budget | arm | n | mAP BEV | Δ mAP BEV vs scratch | Vehicle | Pedestrian | Cyclist | mAP 3D |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in summary["detection"]:
         ap = row["ap_bev"]
-        lines.append(f"| {row['budget']:g} | {row['arm']} | {len(row['seeds'])} | {_pm(row['map_bev'])} | "
+        n = row["map_bev"]["n"] if row["map_bev"] else 0
+        lines.append(f"| {row['budget']:g} | {row['arm']} | {n} | {_pm(row['map_bev'])} | "
                      f"{_pm(row['delta_map_bev_vs_scratch'], signed=True)} | {_pm(ap.get('Vehicle'))} | "
                      f"{_pm(ap.get('Pedestrian'))} | {_pm(ap.get('Cyclist'))} | {_pm(row['map_3d'])} |")
     lines += ["", "Frozen-encoder linear probe (voxel superclass mIoU %, val scenes; chance = majority class):", "",
@@ -559,9 +630,15 @@ def chart(data: dict, path: Path) -> Path:
     axes[1].set_xticks(range(len(probe)), [r["arm"] for r in probe], rotation=20)
     axes[1].set_ylabel("probe mIoU (%)")
     axes[1].set_title("Frozen-encoder linear probe (superclasses)")
-    fig.suptitle(f"pcdet-seal study {data['config_hash']} (synthetic scenes, stand-in teacher)")
+    teacher = data.get("teacher", {}).get("teacher", "stand-in")
+    fig.suptitle(f"pcdet-seal study {data['config_hash']} (synthetic scenes, {teacher} teacher)")
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        fig.savefig(tmp, dpi=110)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
     return path

@@ -19,7 +19,6 @@ logger = logging.getLogger(__name__)
 
 #: A short fine-tune localises roughly before it localises well: evaluation also scores here.
 LOOSE_IOU = 0.3
-ENCODER_PREFIXES = ("vfe", "backbone_3d")
 
 
 class IncompleteTransfer(RuntimeError):
@@ -38,13 +37,13 @@ def load_encoder(model: torch.nn.Module, checkpoint: Path, device: torch.device,
 
     Returns ``{"vfe": "loaded/total", "backbone_3d": "loaded/total"}``.
     """
-    from pcdet_seal.models.transfer import read_model_state, transfer_report
+    from pcdet_seal.models.transfer import REQUIRED_PREFIXES, read_model_state, transfer_report
 
     quiet = logging.getLogger(f"{__name__}.load_params")  # OpenPCDet logs every key it does not load
     quiet.setLevel(logging.WARNING)
     model.load_params_from_file(str(checkpoint), quiet, to_cpu=device.type == "cpu")
     report = transfer_report(model, read_model_state(str(checkpoint)))
-    loaded = {p: f"{report.loaded[p]}/{report.total[p]}" for p in ENCODER_PREFIXES}
+    loaded = {p: f"{report.loaded[p]}/{report.total[p]}" for p in REQUIRED_PREFIXES}
     if not report.complete():
         raise IncompleteTransfer(f"{desc or checkpoint}: pre-trained weights from {checkpoint} did not load "
                                  f"completely: {report.problems()}")
@@ -82,15 +81,17 @@ def train_model(cfg: Any, device: torch.device, seed: int, desc: str, batch_size
     model.to(device).train()
     optim_cfg = cfg.OPTIMIZATION
     epochs = int(optim_cfg.NUM_EPOCHS)
-    optimizer, scheduler, _ = build_optimizer_and_scheduler(model, optim_cfg, total_iters_each_epoch=len(loader),
-                                                            total_epochs=epochs)
+    optimizer, scheduler, warmup = build_optimizer_and_scheduler(model, optim_cfg, total_iters_each_epoch=len(loader),
+                                                                 total_epochs=epochs)
     model_func = model_fn_decorator()
     history: dict[str, list] = {"loss": []}
     step = 0
     with tqdm(total=epochs * len(loader), desc=desc, unit="it", disable=not progress) as bar:
         for epoch in range(epochs):
+            # as OpenPCDet's train_model: the warm-up scheduler (LR_WARMUP) drives the first WARMUP_EPOCH epochs
+            current = warmup if warmup is not None and epoch < optim_cfg.WARMUP_EPOCH else scheduler
             for batch in loader:
-                scheduler.step(step, epoch)
+                current.step(step, epoch)
                 optimizer.zero_grad()
                 loss, tb_dict, _ = model_func(model, batch)
                 loss.backward()
@@ -128,12 +129,16 @@ def evaluate_model(model: Any, cfg: Any, device: torch.device, batch_size: int, 
         annos += test_set.generate_prediction_dicts(batch, pred_dicts, cfg.CLASS_NAMES)
     text, results = test_set.evaluation(annos, cfg.CLASS_NAMES)
     logger.info("%s, AP at the config's IoU thresholds:\n%s", desc, text)
+    had_thresholds = "EVAL_IOU_THRESHOLDS" in test_set.dataset_cfg
     strict = test_set.dataset_cfg.get("EVAL_IOU_THRESHOLDS")
     test_set.dataset_cfg.EVAL_IOU_THRESHOLDS = {name: LOOSE_IOU for name in cfg.CLASS_NAMES}
     try:
         text, loose = test_set.evaluation(annos, cfg.CLASS_NAMES)
     finally:
-        test_set.dataset_cfg.EVAL_IOU_THRESHOLDS = strict
+        if had_thresholds:
+            test_set.dataset_cfg.EVAL_IOU_THRESHOLDS = strict
+        else:
+            del test_set.dataset_cfg["EVAL_IOU_THRESHOLDS"]
     logger.info("%s, AP at IoU %.1f:\n%s", desc, LOOSE_IOU, text)
     out = {k: float(v) for k, v in results.items()}
     out.update({f"{k}@{LOOSE_IOU}": float(v) for k, v in loose.items()})
