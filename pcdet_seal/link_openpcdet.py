@@ -68,7 +68,11 @@ def write_link(checkout: Path, site_dir: Path) -> tuple[Path, Optional[str]]:
     try:
         with os.fdopen(fd, "w") as f:
             f.write(line)
+        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; every user of the environment must read it
         os.replace(tmp, pth)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        raise LinkError(f"cannot write {pth}: {error}") from error
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

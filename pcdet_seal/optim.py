@@ -13,7 +13,7 @@ iterations) is skipped instead of dividing by zero; the schedule is otherwise id
 
 Two ways in, both composing OpenPCDet's own classes (nothing copied, nothing edited):
 
-* :func:`build_optimizer_and_scheduler` — the one function in-process trainers (``scripts/demo.py``,
+* :func:`build_optimizer_and_scheduler` — the one function in-process trainers (``pcdet_seal.tools.training``,
   benchmarks, tests) call for any ``OPTIMIZATION.OPTIMIZER``, stock names included.
 * :func:`patch_tools_optimization` — run by the plugin's import hook right after OpenPCDet's
   ``train_utils.optimization`` is imported (before ``tools/train.py`` binds its names): its

@@ -45,12 +45,14 @@ def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     """Print how many tests were skipped for lack of pcdet / CUDA / spconv / offline build tools, and why."""
-    counts = {"pcdet": 0, "CUDA": 0, "spconv": 0, "build": 0, "other": 0}
+    counts = {"pcdet": 0, "CUDA": 0, "spconv": 0, "build": 0, "hook": 0, "other": 0}
     for report in terminalreporter.stats.get("skipped", []):
         reason = _skip_reason(report)
         keywords = getattr(report, "keywords", {}) or {}
         if OFFLINE_BUILD_SKIP in reason:
             counts["build"] += 1
+        elif "start-up hook is not installed" in reason:  # says "pcdet-seal", which is not pcdet
+            counts["hook"] += 1
         elif "CUDA" in reason or "gpu" in keywords:
             counts["CUDA"] += 1
         elif "pcdet" in reason or "OpenPCDet" in reason:
@@ -62,5 +64,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(
         "pcdet-seal skips: {pcdet} for lack of pcdet, {CUDA} for lack of CUDA, "
         "{spconv} for lack of spconv, {build} install tests for lack of build requirements offline, "
-        "{other} other".format(**counts)
+        "{hook} for lack of the installed start-up hook, {other} other".format(**counts)
     )

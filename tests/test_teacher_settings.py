@@ -122,7 +122,9 @@ def test_online_teacher_sees_no_point_outside_the_z_range_with_mask_z():
     data = batch(ds)
     high = data["points"][:50].clone()
     high[:, 3] = z_hi + 1.0  # inside x/y, above the grid: OpenPCDet's x/y crop keeps such points
-    data["points"] = torch.cat([data["points"], high])
+    low = data["points"][50:100].clone()
+    low[:, 3] = z_lo - 1.0  # and below it
+    data["points"] = torch.cat([data["points"], high, low])
     seen = {}
     for mask_z in (False, True):
         cfg_z = copy.deepcopy(cfg)
@@ -135,8 +137,11 @@ def test_online_teacher_sees_no_point_outside_the_z_range_with_mask_z():
             model(copy.deepcopy(data))
     cell_z = torch.tensor(model.seal_target.cell_size[2])
     top = lambda coords: float(coords[:, 3].max() * cell_z)  # noqa: E731
+    bottom = lambda coords: float(coords[:, 3].min() * cell_z)  # noqa: E731
     assert top(seen[False]) >= z_hi + 1.0 - float(cell_z)
+    assert bottom(seen[False]) <= z_lo - 1.0
     assert top(seen[True]) <= z_hi
+    assert bottom(seen[True]) >= z_lo - float(cell_z)
 
 
 @pytest.mark.pcdet

@@ -197,6 +197,15 @@ def test_cli_reads_numpy_1_and_numpy_2_pickles(tmp_path):
         assert sum(len(s.inference_results.objects) for s in read_submission_tar(out)) == 2
 
 
+def test_cli_reads_protocol_5_pickles(tmp_path):
+    """pickle.HIGHEST_PROTOCOL stores arrays through numpy's _frombuffer, not _reconstruct."""
+    data = pickle.dumps([_one(score=np.array([0.5, 0.6], dtype=np.float32))], protocol=5)
+    assert b"_frombuffer" in data
+    done, out = _cli(tmp_path, data)
+    assert done.returncode == 0, done.stderr
+    assert sum(len(s.inference_results.objects) for s in read_submission_tar(out)) == 2
+
+
 def test_cli_malformed_results_exit_2_naming_the_frame(tmp_path):
     done, out = _cli(tmp_path, pickle.dumps([_one(boxes_lidar=np.zeros((4, 7)))]))
     assert done.returncode == 2 and "frame seg_007" in done.stderr and not out.exists()

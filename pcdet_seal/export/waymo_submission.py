@@ -44,6 +44,7 @@ SAFE_PICKLE_GLOBALS = frozenset({
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # arrays in protocol-5 pickles
     ("_codecs", "encode"),  # bytes in protocol-2 pickles
     *(("builtins", name) for name in ("set", "frozenset", "complex", "slice", "range", "bytearray", "bytes",
                                       "list", "tuple", "dict", "int", "float", "str", "bool")),

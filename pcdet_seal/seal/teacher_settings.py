@@ -1,8 +1,8 @@
 """The one resolver of the Seal teacher's settings (``MODEL.SEAL_TARGET``): cell size,
 quantisation, input feature channel and scale, architecture, output width and the z crop of its
-input. The model (online and cache mode), ``scripts/seal_features.py`` and ``scripts/demo.py``
-all call :func:`resolve_teacher_settings`, so the cells a cache is written with are the cells
-training looks up. Pure torch (no pcdet, no spconv).
+input. The model (online and cache mode), ``scripts/seal_features.py`` and
+``pcdet_seal.tools.synthetic_targets`` (demo, study) all call :func:`resolve_teacher_settings`, so
+the cells a cache is written with are the cells training looks up. Pure torch (no pcdet, no spconv).
 """
 from __future__ import annotations
 
