@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="all: adamw_onecycle over every parameter (the plugin's configs); stock: OpenPCDet's "
                              "adam_onecycle, which leaves attention in-projections untrained")
     parser.add_argument("--quick", action="store_true", help="reduced grid, a few iterations per unit (minutes)")
+    parser.add_argument("--budgets", nargs="+", choices=("small", "full"), default=None,
+                        help="fine-tune only at these label budgets (default: the grid's)")
     detection = parser.add_mutually_exclusive_group()
     detection.add_argument("--all-detection", action="store_true",
                            help="fine-tune every arm at every budget (default: the study's priority grid)")
@@ -67,7 +69,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         study = Study(args.out, seeds=args.seeds, arms=args.arms, grid=QUICK_GRID if args.quick else Grid(),
                       optimizer=args.optimizer, all_detection=args.all_detection, device=device,
-                      budgets=[] if args.no_detection else None, progress=not args.no_progress)
+                      budgets=[] if args.no_detection else args.budgets, progress=not args.no_progress)
         data = study.run()
     except (StudySetupError, SealCacheError) as error:
         print(f"error: {error}", file=sys.stderr)
