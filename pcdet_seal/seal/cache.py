@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import socket
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Optional, Sequence, Union
 
@@ -226,6 +227,20 @@ def read_meta(cache_dir: PathLike) -> CacheMeta:
     return CacheMeta.from_json(data, str(path))
 
 
+def _read_meta_settled(cache_dir: PathLike, wait: float = 2.0) -> CacheMeta:
+    """:func:`read_meta`, waiting up to ``wait`` seconds while the file does not parse yet: where
+    ``O_EXCL`` creation stands in for hard links (:func:`create_exclusive`), a concurrent creator's
+    ``meta.json`` exists before its content is written."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return read_meta(cache_dir)
+        except SealCacheError as err:
+            if not isinstance(err.__cause__, json.JSONDecodeError) or time.monotonic() >= deadline:
+                raise
+        time.sleep(0.02)
+
+
 def check_points(points: Any, frame_id: str) -> np.ndarray:
     """Refuse a point cloud the teacher cannot take, naming the frame and what is wrong.
 
@@ -288,7 +303,7 @@ class FeatureCacheWriter:
             except OSError as err:
                 raise SealCacheError(f"{meta_path}: cannot create the cache metadata ({type(err).__name__}: "
                                      f"{err})") from err
-        diffs = read_meta(self.cache_dir).mismatches(meta)
+        diffs = _read_meta_settled(self.cache_dir).mismatches(meta)
         if diffs:
             raise SealCacheError(
                 f"{meta_path}: existing cache was written with different settings "
