@@ -144,3 +144,25 @@ def test_quick_study_writes_a_schema_checked_study_json_and_resumes(tmp_path):
     other = subprocess.run(cmd + ["--optimizer", "stock"], cwd=tmp_path, env=env, capture_output=True, text=True,
                            timeout=900)
     assert other.returncode != 0 and "choose another --out" in other.stderr
+
+
+@needs_pcdet
+def test_picture_pretrains_per_seed_and_other_arms_share_one_pretraining(bases, tmp_path):
+    study = st.Study(out=tmp_path / "s", seeds=(3, 4), progress=False)
+    pretrain = [u for u in study.units() if u[0] == "pretrain"]
+    # picture per study seed; every other pre-training arm once, with the shared seed, after the
+    # picture run (same shared seed) whose measured mask ratio RandomMask copies
+    assert pretrain[0] == ("pretrain", "picture", 3)
+    shared = study.grid.shared_pretrain_seed
+    assert pretrain.index(("pretrain", "picture", shared)) < pretrain.index(("pretrain", "coord", shared))
+    assert sorted(pretrain) == sorted([("pretrain", "picture", 3), ("pretrain", "picture", 4),
+                                       ("pretrain", "picture", shared), ("pretrain", "coord", shared),
+                                       ("pretrain", "seal", shared), ("pretrain", "picture_random", shared)])
+    store = st.StudyFile(tmp_path / "s", {"commit": "c", "config_hash": study.hash, "seeds": [3, 4], "arms": {}})
+    for arm, seed in (("picture", 4), ("coord", shared)):
+        store.put("pretrain", {"arm": arm, "seed": seed, "iterations": 1}, key=("arm", "seed"))
+    ckpt, row = study.initial_encoder(store, "picture", 4)
+    assert ckpt.name == "picture_seed4.pth" and row["seed"] == 4
+    ckpt, row = study.initial_encoder(store, "coord", 4)
+    assert ckpt.name == f"coord_seed{shared}.pth" and row["seed"] == shared
+    assert study.initial_encoder(store, "scratch", 4) == (None, None)

@@ -3,17 +3,20 @@ of the method does it?
 
 Protocol (synthetic scenes, stand-in teacher, the tiny configs of ``cfgs/demo/``):
 
-* pre-training on ``pretrain_frames`` unlabelled scenes (scene seed ``SEED.train``), one run per
-  (arm, seed);
+* pre-training on ``pretrain_frames`` unlabelled scenes (scene seed ``SEED.train``): one run per
+  (arm, seed) for the arms of ``Grid.pretrain_per_seed`` (``picture``: the headline's spread covers
+  pre-training), one shared run (seed ``Grid.shared_pretrain_seed``) for every other arm;
 * fine-tuning of the stock CenterPoint-DSVT on a labelled pool, the first ``pool_frames`` of those
   scenes, at each budget (a nested prefix of the pool), with the identical recipe, data order and
   iteration count for every arm: only the initial encoder weights differ;
 * evaluation on ``val_frames`` scenes of another scene seed (AP per class, BEV and 3-D);
 * a frozen-encoder linear probe (:mod:`pcdet_seal.tools.probe`) per (arm, seed).
 
-A study seed fixes, for its arm, the pre-training (initialisation, data order, masking), the
-fine-tuning (initialisation of everything not transferred, data order) and the probe (subsample,
-initialisation, mini-batches). Scenes and the stand-in teacher's features do not depend on it.
+A study seed fixes, for its arm, the fine-tuning (initialisation of everything not transferred,
+data order), the probe (subsample, initialisation, mini-batches) and, for the arms of
+``Grid.pretrain_per_seed``, the pre-training (initialisation, data order, masking). The other arms'
+spread covers fine-tuning and probe only. Scenes and the stand-in teacher's features do not
+depend on the seed.
 
 Every arm is a set of config overrides (:data:`ARMS`), so users can rerun any arm with
 ``--set`` on the stock ``tools/train.py``. Results are appended to ``study.json`` unit by unit;
@@ -98,6 +101,10 @@ class Grid:
     detection: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
         "scratch": (SMALL, FULL), "picture": (SMALL, FULL), "coord": (SMALL,), "picture_random": (SMALL,),
         "picture_short": (SMALL,), "picture_long": (SMALL,), "seal": ()})
+    #: arms pre-trained once per study seed; every other arm is pre-trained once, with ``shared_pretrain_seed``,
+    #: and that checkpoint serves all study seeds (the study's time budget; say so where spreads are shown)
+    pretrain_per_seed: tuple[str, ...] = ("picture",)
+    shared_pretrain_seed: int = 0
 
     def frames(self, budget: str) -> int:
         """Labelled scenes of ``budget`` (a prefix of the pool)."""
@@ -110,6 +117,10 @@ class Grid:
             raise StudySetupError(f"study grid: {self.finetune_iters[budget]} fine-tuning iterations at budget {budget!r} "
                              f"are not a whole number of {per_epoch}-iteration epochs")
         return self.finetune_iters[budget] // per_epoch
+
+    def pretrain_seed(self, arm: str, seed: int) -> int:
+        """The pre-training seed whose checkpoint ``arm`` uses at study seed ``seed``."""
+        return seed if arm in self.pretrain_per_seed else self.shared_pretrain_seed
 
     def pretrain_epochs_of(self, arm: Arm) -> int:
         epochs = self.pretrain_epochs * arm.iters_factor
@@ -376,9 +387,15 @@ class Study:
         return tuple(b for b in budgets if b in self.grid.budgets and (self.budgets is None or b in self.budgets))
 
     def units(self) -> list[tuple]:
+        """Work units in run order; a pre-training unit carries its pre-training seed and comes once,
+        after the ``picture`` pre-training whose mask ratio it copies."""
         units: list[tuple] = []
         for seed in self.seeds:
-            units += [("pretrain", arm.name, seed) for arm in self.pretrain_arms()]
+            for arm in self.pretrain_arms():
+                pre_seed = self.grid.pretrain_seed(arm.name, seed)
+                needed = ([("pretrain", "picture", pre_seed)] if arm.mask_ratio_of_picture else []) + \
+                    [("pretrain", arm.name, pre_seed)]
+                units += [u for u in needed if u not in units]
             units += [("probe", arm, seed) for arm in self.arms] if self.probes else []
             units += [("finetune", arm, seed, budget) for arm in self.arms for budget in self.detection_budgets(arm)]
         return units
@@ -399,8 +416,10 @@ class Study:
         header = {"version": STUDY_VERSION, "commit": git_commit(), "machine": machine_info(),
                   "config_hash": self.hash, "optimizer": self.optimizer, "grid": asdict(self.grid),
                   "seeds": list(self.seeds), "arms": {a: asdict(ARMS[a]) for a in self.arms},
-                  "seed_controls": "per arm: pre-training (init, data order, masking), fine-tuning (init of "
-                                   "non-transferred parts, data order), probe (subsample, init, batches)"}
+                  "seed_controls": "per arm: fine-tuning (init of non-transferred parts, data order), probe "
+                                   "(subsample, init, batches); pre-training (init, data order, masking) only for "
+                                   f"{list(self.grid.pretrain_per_seed)}, every other arm uses one pre-training "
+                                   f"with seed {self.grid.shared_pretrain_seed}"}
         store = StudyFile(self.out, header)
         units = self.units()
         finished = [u for u in units if self.done(store, u)]
@@ -465,6 +484,13 @@ class Study:
     def pretrain_checkpoint(self, arm: str, seed: int) -> Path:
         return self.out / "pretrain" / f"{arm}_seed{seed}.pth"
 
+    def initial_encoder(self, store: StudyFile, arm: str, seed: int) -> tuple[Optional[Path], Optional[dict]]:
+        """Checkpoint and pre-training row that ``arm`` starts from at study seed ``seed`` (``None`` for scratch)."""
+        if ARMS[arm].overrides is None:
+            return None, None
+        pre_seed = self.grid.pretrain_seed(arm, seed)
+        return self.pretrain_checkpoint(arm, pre_seed), store.find("pretrain", arm=arm, seed=pre_seed)
+
     def run_pretrain(self, store: StudyFile, arm: Arm, seed: int, cache_dir: Path) -> None:
         from pcdet_seal.tools.training import train_model
 
@@ -479,14 +505,14 @@ class Study:
         torch.save({"model_state": {k: v.cpu() for k, v in model.state_dict().items()}, "epoch": info["epochs"]}, tmp)
         os.replace(tmp, ckpt)
         hist = info["history"]
-        store.drop("probes", arm=arm.name, seed=seed)  # built on the checkpoint this run replaces
-        store.drop("runs", arm=arm.name, seed=seed)
+        store.drop("probes", arm=arm.name, pretrain_seed=seed)  # built on the checkpoint this run replaces
+        store.drop("runs", arm=arm.name, pretrain_seed=seed)
         if arm.name == "picture":  # the arms that copied its mask ratio must copy the new one
             for other in ARMS.values():
                 if other.mask_ratio_of_picture:
                     store.drop("pretrain", arm=other.name, seed=seed)
-                    store.drop("probes", arm=other.name, seed=seed)
-                    store.drop("runs", arm=other.name, seed=seed)
+                    store.drop("probes", arm=other.name, pretrain_seed=seed)
+                    store.drop("runs", arm=other.name, pretrain_seed=seed)
         store.put("pretrain", {
             "arm": arm.name, "seed": seed, "iterations": info["iterations"], "checkpoint": str(ckpt),
             "overrides": arm_overrides(arm, ratio), "mask_ratio": float(np.mean(hist.get("mask_ratio", [float("nan")]))),
@@ -499,8 +525,7 @@ class Study:
         from pcdet_seal.tools.training import evaluate_model, train_model
 
         cfg = finetune_config(self.base_fine, self.grid, budget)
-        ckpt = None if ARMS[arm].overrides is None else self.pretrain_checkpoint(arm, seed)
-        pre = store.find("pretrain", arm=arm, seed=seed)
+        ckpt, pre = self.initial_encoder(store, arm, seed)
         start = time.perf_counter()
         model, info = train_model(cfg, self.device, seed, f"fine-tune {arm} seed {seed} {budget}", self.grid.batch_size,
                                   pretrained=ckpt, progress=self.progress)
@@ -508,7 +533,8 @@ class Study:
                             progress=self.progress)
         store.put("runs", {
             "arm": arm, "budget": self.grid.budgets[budget], "budget_name": budget, "seed": seed,
-            "pretrain_iters": pre["iterations"] if pre else None, "finetune_iters": info["iterations"],
+            "pretrain_seed": pre["seed"] if pre else None, "pretrain_iters": pre["iterations"] if pre else None,
+            "finetune_iters": info["iterations"],
             "labelled_frames": info["frames"], **ap_row(ap, self.class_names),
             "mask_ratio": pre["mask_ratio"] if pre else None, "transfer": info.get("transfer"),
             "finetune_loss_last": _mean_tail(info["history"]["loss"]),
@@ -517,11 +543,12 @@ class Study:
     def run_probe(self, store: StudyFile, arm: str, seed: int) -> None:
         from pcdet_seal.tools.probe import encoder_probe
 
-        ckpt = None if ARMS[arm].overrides is None else self.pretrain_checkpoint(arm, seed)
+        ckpt, pre = self.initial_encoder(store, arm, seed)
         start = time.perf_counter()
         result = encoder_probe(self.base_fine, ckpt, seed, self.grid.probe_train_frames, self.grid.probe_val_frames,
                                self.device)
-        store.put("probes", {"arm": arm, "seed": seed, "probe_miou": round(100 * result["probe_miou"], 3),
+        store.put("probes", {"arm": arm, "seed": seed, "pretrain_seed": pre["seed"] if pre else None,
+                             "probe_miou": round(100 * result["probe_miou"], 3),
                              "majority_miou": round(100 * result["majority_miou"], 3), "classes": result["classes"],
                              "seconds": round(time.perf_counter() - start, 1)}, key=("arm", "seed"))
 
@@ -578,6 +605,7 @@ def markdown_table(data: dict) -> str:
     grid = data["grid"]
     lines = [f"Study {data['config_hash']} at commit {data['commit']} (optimizer: {data['optimizer']}); "
              f"mean ± standard deviation over seeds {data['seeds']}; Δ = paired difference arm − scratch per seed.",
+             f"A seed controls: {data.get('seed_controls', 'see study.json')}.",
              "",
              f"Detection (BEV AP % at the config's IoU thresholds; {grid['val_frames']} val scenes; "
              f"labelled pool {grid['pool_frames']} scenes):", "",
