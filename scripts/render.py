@@ -25,9 +25,8 @@ import numpy as np
 import torch
 import yaml
 
-from pcdet_seal import viz
+from pcdet_seal import geometry, viz
 from pcdet_seal.masking import I2Mask
-from pcdet_seal.masking.baselines import voxel_centres
 from pcdet_seal.seal import targets as seal_targets
 from pcdet_seal.seal.standin import StandInTeacher
 from pcdet_seal.synthetic import SyntheticConfig, generate_frame
@@ -38,21 +37,16 @@ VAL_SEED = 1  # the demo's val split
 logger = logging.getLogger("render")
 
 
-def voxel_centres_xy(coords: torch.Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> np.ndarray:
-    """(N, 4) ``[b, z, y, x]`` voxel rows → (N, 2) BEV centres in metres."""
-    return voxel_centres(coords, voxel_size, pc_range)[:, :2].cpu().numpy()
-
-
 def standin_pictures(frame: dict, teacher: StandInTeacher, voxel_size: Sequence[float],
                      pc_range: Sequence[float], masking_cfg: dict, seed: int = 0) -> viz.FramePictures:
     """Pictures of a frame from stand-in targets, voxelised on the DSVT grid (no model)."""
     pts = torch.from_numpy(np.ascontiguousarray(frame["points"][:, :3], dtype=np.float32))
     lo, size = torch.tensor(pc_range[:3]), torch.tensor(voxel_size)
     grid = torch.round((torch.tensor(pc_range[3:]) - lo) / size).long()
-    vox = torch.floor((pts - lo) / size).long()
-    inside = ((vox >= 0) & (vox < grid)).all(1)
-    key = (vox[:, 2] * grid[1] + vox[:, 1]) * grid[0] + vox[:, 0]
-    uniq, inverse = torch.unique(key[inside], return_inverse=True)
+    vox, inside = geometry.grid_cells(torch.cat([pts.new_zeros(len(pts), 1), pts], 1), pc_range, voxel_size,
+                                      grid.tolist())
+    key = geometry.linearize(vox[inside].flip(1), torch.zeros(3, dtype=torch.long), grid.flip(0))  # (z, y, x)
+    uniq, inverse = torch.unique(key, return_inverse=True)
     point2voxel = torch.full((len(pts),), -1, dtype=torch.long)
     point2voxel[inside] = inverse
     coords = torch.stack([torch.zeros_like(uniq), uniq // (grid[0] * grid[1]), (uniq // grid[0]) % grid[1],
@@ -63,7 +57,8 @@ def standin_pictures(frame: dict, teacher: StandInTeacher, voxel_size: Sequence[
     cell_feats = torch.zeros(cells.coords.shape[0], point_feats.shape[1]).index_add_(
         0, cells.point2cell, point_feats) / count[:, None]
     target, valid = seal_targets.voxel_targets(cell_feats, cells.point2cell, point2voxel, len(uniq))
-    return viz.i2mask_pictures(voxel_centres_xy(coords[valid], voxel_size, pc_range), target[valid],
+    xy = geometry.voxel_centres(coords[valid], voxel_size, pc_range)[:, :2].cpu().numpy()
+    return viz.i2mask_pictures(xy, target[valid],
                                I2Mask(masking_cfg), seed, title=f"frame {frame['frame_id']}, stand-in teacher")
 
 
@@ -81,7 +76,8 @@ def model_pictures(model: Any, batch: dict, title: str = "") -> viz.FramePicture
     masked = batch["mae_masked_index"]
     error[masked] = (batch["pred_seal"] - target[masked]).norm(dim=1)
     dataset = model.dataset
-    xy = voxel_centres_xy(batch["voxel_coords"][valid], dataset.voxel_size, dataset.point_cloud_range)
+    xy = geometry.voxel_centres(batch["voxel_coords"][valid], dataset.voxel_size, dataset.point_cloud_range)[:, :2]
+    xy = xy.cpu().numpy()
     pictures = viz.i2mask_pictures(xy, target[valid], model.masking.masker, model.masking.eval_seed, title=title)
     if not np.array_equal(pictures.mask, mask[valid].cpu().numpy()):
         logger.warning("re-run I2Mask differs from the detector's evaluation mask; pictures show the re-run")

@@ -248,8 +248,9 @@ def test_training_loader_finds_every_frame_in_the_cache(written, teacher):
     every teacher cell of every batch cloud has its teacher feature."""
     from pcdet.datasets import build_dataloader
 
+    from pcdet_seal.geometry import join_by_coords
     from pcdet_seal.models.seal_target import SealTargetGenerator
-    from pcdet_seal.seal.targets import join_by_coords, teacher_input
+    from pcdet_seal.seal.targets import teacher_input
 
     name, cfg, expected, out, _ = written
     ds, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=2, dist=False, workers=0,

@@ -165,7 +165,7 @@ def test_points_inside_the_grid_without_a_voxel_are_counted_and_reported(caplog)
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
     from helpers_models import batch, dataset, network, tiny_pretrain
 
-    from pcdet_seal.models.voxel_index import point_to_voxel
+    from pcdet_seal.geometry import point_to_voxel
 
     cfg = tiny_pretrain()
     ds = dataset(cfg)

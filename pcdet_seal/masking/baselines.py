@@ -10,21 +10,14 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from pcdet_seal.geometry import voxel_centres
+
 from .common import KEY_PREFIX, FrameMasker, cfg_float, cfg_get, cfg_int, cfg_list, sample_in_groups
 
 
 def _mask_ratio(cfg: Mapping[str, Any]) -> float:
     # 1.0 would leave the encoder no visible voxel: refused here, not deep inside DSVT.
     return cfg_float(cfg, "MASK_RATIO", 0.5, 0.0, 1.0, high_open=True)
-
-
-def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> Tensor:
-    """Metric centres (N, 3) as (x, y, z) of voxels given as (N, 4) [b, z, y, x] indices."""
-    zyx = voxel_coords[:, 1:].to(torch.float32)
-    xyz = zyx.flip(1)
-    size = torch.tensor(voxel_size, dtype=torch.float32, device=voxel_coords.device)
-    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=voxel_coords.device)
-    return (xyz + 0.5) * size + lo
 
 
 class RandomMask(FrameMasker):

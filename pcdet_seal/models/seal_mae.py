@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from pcdet.models.detectors.detector3d_template import Detector3DTemplate
 
+from pcdet_seal.geometry import grid_cells, point_to_voxel
+
 from .decoders import DSVTMaskDecoder, SparseConvDecoder
 from .head import SealMAEHead
 from . import nonfinite
 from .masking import VoxelMasking
 from .seal_target import SealTargetGenerator
-from .voxel_index import grid_cells, point_to_voxel
 
 logger = logging.getLogger(__name__)
 

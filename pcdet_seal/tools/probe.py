@@ -122,8 +122,7 @@ def encoder_voxel_tokens(model: Any, points: np.ndarray, point_labels: np.ndarra
     Returns:
         ``(tokens (N_v, C), labels (N_v,))`` for the voxels that hold at least one point.
     """
-    from pcdet_seal.models.voxel_index import point_to_voxel
-    from pcdet_seal.seal.targets import join_by_coords
+    from pcdet_seal.geometry import join_by_coords, point_to_voxel
 
     pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(device)
     pts = torch.cat([pts.new_zeros(pts.shape[0], 1), pts], dim=1)
