@@ -41,7 +41,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("detector", "SealMAE", "pcdet_seal.models.seal_mae:SealMAE"),
     Entry("backbone_2d", "DSVTMaskDecoder", "pcdet_seal.models.decoders:DSVTMaskDecoder"),
     Entry("backbone_2d", "SparseConvDecoder", "pcdet_seal.models.decoders:SparseConvDecoder"),
-    Entry("dense_head", "SealMAEHead", "pcdet_seal.models.head:SealMAEHead"),
+    Entry("dense_head", "SealMAEHead", "pcdet_seal.models.seal_mae_head:SealMAEHead"),
 )
 
 

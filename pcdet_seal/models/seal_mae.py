@@ -16,9 +16,9 @@ from pcdet.models.detectors.detector3d_template import Detector3DTemplate
 from pcdet_seal.geometry import grid_cells, point_to_voxel
 
 from .decoders import DSVTMaskDecoder, SparseConvDecoder
-from .head import SealMAEHead
+from .seal_mae_head import SealMAEHead
 from . import nonfinite
-from .masking import VoxelMasking
+from .voxel_masking import VoxelMasking
 from .seal_target import SealTargetGenerator
 
 logger = logging.getLogger(__name__)
