@@ -34,9 +34,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         enable_cpu_mode()
     from pcdet_seal import registry
-    from pcdet_seal.models.config_network import build_network_from_config, load_config
-    from pcdet_seal.models.transfer import (REQUIRED_PREFIXES, CheckpointFormatError, read_model_state,
-                                            transfer_report)
+    from pcdet_seal.tools.config_network import build_network_from_config, load_config
+    from pcdet_seal.tools.transfer import (REQUIRED_PREFIXES, CheckpointFormatError, read_model_state,
+                                           transfer_report)
 
     registry.register()
     required = tuple(args.require or REQUIRED_PREFIXES)

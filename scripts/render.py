@@ -118,7 +118,7 @@ def render_checkpoint(args: argparse.Namespace) -> dict:
     from pcdet.models import build_network, load_data_to_gpu
 
     from pcdet_seal import registry
-    from pcdet_seal.models.config_network import load_config
+    from pcdet_seal.tools.config_network import load_config
 
     registry.register()
     cfg = load_config(args.cfg)

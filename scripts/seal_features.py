@@ -110,7 +110,7 @@ def config_frames(args: argparse.Namespace) -> tuple[list[Frame], dict[str, Any]
     from pcdet.config import cfg_from_list
 
     from pcdet_seal.datasets.cache_frames import build_pretrain_dataset, dataset_config, dataset_frames
-    from pcdet_seal.models.config_network import load_config
+    from pcdet_seal.tools.config_network import load_config
 
     cfg = load_config(args.cfg)
     if args.set_cfgs:

@@ -116,7 +116,7 @@ def _hook_installed() -> bool:
 
 def test_stock_train_py_pretrains_through_the_startup_hook(tmp_path):
     """2 iterations (4 frames, batch 2) + the stock evaluation; no plugin import in the command."""
-    from pcdet_seal.models.config_network import pcdet_tools_dir
+    from pcdet_seal.tools.config_network import pcdet_tools_dir
 
     if not _hook_installed():
         pytest.skip("the pcdet-seal .pth start-up hook is not installed (pip install -e . installs it)")

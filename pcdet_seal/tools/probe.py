@@ -181,7 +181,7 @@ def encoder_probe(finetune_cfg: Any, checkpoint: Optional[Any], seed: int, train
     ``vfe.*`` and ``backbone_3d.*`` or an error), or randomly initialised with ``seed`` when
     ``checkpoint`` is None. Tokens of ``train_frames`` pre-training scenes fit the probe; mIoU is
     measured on ``val_frames`` val scenes."""
-    from pcdet_seal.models.config_network import build_network_from_config
+    from pcdet_seal.tools.config_network import build_network_from_config
     from pcdet_seal.synthetic.labels import SUPERCLASSES
     from pcdet_seal.tools.training import load_encoder, seed_everything
 
