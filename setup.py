@@ -98,9 +98,17 @@ setup(
         # `spconv` package: never add this extra where a spconv-cu12x build is installed (README).
         "cpu": [*OPENPCDET_RUNTIME, "matplotlib", 'spconv-cu120; python_version < "3.12"'],
     },
+    # The command-line tools (docs/architecture.md §7); scripts/*.py run the same functions from a checkout.
     entry_points={
         "console_scripts": [
             "pcdet-seal-link-openpcdet = pcdet_seal.link_openpcdet:main",
+            "pcdet-seal-demo = pcdet_seal.tools.cli.demo:main",
+            "pcdet-seal-features = pcdet_seal.tools.cli.seal_features:main",
+            "pcdet-seal-check-cache = pcdet_seal.tools.cli.check_seal_cache:main",
+            "pcdet-seal-check-transfer = pcdet_seal.tools.cli.check_transfer:console_main",
+            "pcdet-seal-convert-checkpoint = pcdet_seal.tools.cli.convert_seal_checkpoint:main",
+            "pcdet-seal-render = pcdet_seal.tools.cli.render:main",
+            "pcdet-seal-waymo-submission = pcdet_seal.tools.cli.waymo_submission:main",
         ],
     },
 )

@@ -208,7 +208,7 @@ def run_steps(device, sizes: dict) -> dict:
     import torch
 
     from pcdet_seal import registry
-    from pcdet_seal.models.config_network import build_network_from_config, load_config
+    from pcdet_seal.tools.config_network import build_network_from_config, load_config
     from pcdet_seal.optim import build_optimizer_and_scheduler
 
     registry.register()

@@ -105,7 +105,7 @@ def worker(args, which: str) -> dict:
     from pcdet.models import build_network, load_data_to_gpu
 
     from pcdet_seal import compat, registry
-    from pcdet_seal.models.config_network import load_config
+    from pcdet_seal.tools.config_network import load_config
 
     registry.register()
     pre_cfg, stock_cfg = load_config(args.pretrain), load_config(args.stock)

@@ -3,6 +3,9 @@
 OpenPCDet looks classes up in module-level ``__all__`` dicts when a network or dataset is
 built, so inserting our classes after ``import pcdet.models`` is enough. :data:`ENTRIES` lists
 everything the plugin adds; :func:`register` is idempotent and returns what it added.
+:data:`ENTRIES` is also the one name -> class table of the plugin's own modules: ``SealMAE``
+builds its decoder and head from :func:`plugin_classes`, so a name it accepts is exactly a name
+registered with OpenPCDet.
 """
 from __future__ import annotations
 
@@ -41,7 +44,7 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("detector", "SealMAE", "pcdet_seal.models.seal_mae:SealMAE"),
     Entry("backbone_2d", "DSVTMaskDecoder", "pcdet_seal.models.decoders:DSVTMaskDecoder"),
     Entry("backbone_2d", "SparseConvDecoder", "pcdet_seal.models.decoders:SparseConvDecoder"),
-    Entry("dense_head", "SealMAEHead", "pcdet_seal.models.head:SealMAEHead"),
+    Entry("dense_head", "SealMAEHead", "pcdet_seal.models.seal_mae_head:SealMAEHead"),
 )
 
 
@@ -49,11 +52,15 @@ class RegistryConflict(RuntimeError):
     """A plugin name is already taken in an OpenPCDet table by a class that is not the plugin's."""
 
 
-def table(key: str) -> dict:
-    """OpenPCDet's name -> class dict for ``key`` (one of :data:`TABLES`)."""
+def _table_module(key: str) -> str:
     if key not in TABLES:
         raise KeyError(f"unknown OpenPCDet table {key!r}; known: {sorted(TABLES)}")
-    module = importlib.import_module(TABLES[key])
+    return TABLES[key]
+
+
+def table(key: str) -> dict:
+    """OpenPCDet's name -> class dict for ``key`` (one of :data:`TABLES`)."""
+    module = importlib.import_module(_table_module(key))
     found = getattr(module, "__all__", None)
     if not isinstance(found, dict):
         raise TypeError(f"{TABLES[key]}.__all__ is {type(found).__name__}, not the name -> class dict "
@@ -68,6 +75,12 @@ def _load(target: str) -> type:
         return getattr(module, attribute)
     except AttributeError as error:
         raise AttributeError(f"registry entry {target!r}: {module_name} has no {attribute!r}") from error
+
+
+def plugin_classes(key: str) -> dict[str, type]:
+    """``{name: class}`` of the :data:`ENTRIES` for OpenPCDet table ``key`` (what :func:`register` adds there)."""
+    _table_module(key)
+    return {entry.name: _load(entry.target) for entry in ENTRIES if entry.table == key}
 
 
 def _is_plugin_class(obj: object) -> bool:

@@ -20,7 +20,7 @@ SMALL_TEACHER = {"planes": [8, 8, 8, 8, 8, 8, 8, 8], "layers": [1, 1, 1, 1, 1, 1
 
 
 def load(path):
-    from pcdet_seal.models.config_network import load_config
+    from pcdet_seal.tools.config_network import load_config
 
     return load_config(path)
 

@@ -34,7 +34,7 @@ def built(name):
     if name not in _BUILT:
         pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
         from pcdet_seal import registry
-        from pcdet_seal.models.config_network import build_network_from_config
+        from pcdet_seal.tools.config_network import build_network_from_config
 
         registry.register()
         _BUILT[name] = build_network_from_config(_buildable(load(CFGS / name)))

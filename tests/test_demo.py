@@ -69,9 +69,8 @@ def test_quick_demo_pretrains_with_a_real_mask_ratio_and_logs_the_table(demo_run
 
 
 def test_committed_spread_is_quoted_only_for_the_same_cell(tmp_path):
-    from helpers_scripts import load_script
+    from pcdet_seal.tools.cli import demo
 
-    demo = load_script("demo")
     runs = [{"arm": arm, "seed": seed, "budget": 0.125, "map_bev": value, "map_3d": value,
              "ap": {"Vehicle": {"bev": value, "3d": value}}}
             for arm, seed, value in (("scratch", 0, 10.0), ("scratch", 1, 12.0), ("picture", 0, 14.0),

@@ -5,23 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers_scripts import load_script
-
-
-def _demo():
-    return load_script("demo")
+from pcdet_seal.tools.cli import demo
 
 
 def test_a_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys):
     out = tmp_path / "demo"
     out.mkdir()
     (out / "demo_results.json").write_text('{"first run": true}')
-    assert _demo().main(["--quick", "--out", str(out)]) == 2
+    assert demo.main(["--quick", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert f"--out {out} is not empty" in err and "--overwrite" in err
     assert (out / "demo_results.json").read_text() == '{"first run": true}'  # nothing replaced
     assert sorted(p.name for p in out.iterdir()) == ["demo_results.json"]
-    assert _demo().build_parser().parse_args(["--out", str(out), "--overwrite"]).overwrite
+    assert demo.build_parser().parse_args(["--out", str(out), "--overwrite"]).overwrite
 
 
 @pytest.mark.pcdet
@@ -38,7 +34,7 @@ def test_a_teacher_of_the_wrong_width_is_refused_before_the_cache_is_written(tmp
                tmp_path / "seal16.pt")
     convert_checkpoint(tmp_path / "seal16.pt", tmp_path / "seal16.pth", arch)
     out = tmp_path / "demo"
-    assert _demo().main(["--quick", "--out", str(out), "--seal-ckpt", str(tmp_path / "seal16.pth")]) == 2
+    assert demo.main(["--quick", "--out", str(out), "--seal-ckpt", str(tmp_path / "seal16.pth")]) == 2
     err = capsys.readouterr().err
     assert "seal16.pth: the teacher outputs 16 channels per cell but MODEL.SEAL_TARGET.NUM_FEATURES of " \
            "seal_pretrain_tiny.yaml is 64" in err

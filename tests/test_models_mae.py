@@ -151,7 +151,7 @@ def test_masking_is_chosen_by_config(cfg, ds, masking):
 def test_cache_mode_joins_features_by_coordinate(cfg, ds, tmp_path):
     """Cache rows are written in a shuffled order; the targets must equal those computed from the
     features in cell order (stand-in teacher: random unit features stored as float16)."""
-    from pcdet_seal.models.voxel_index import point_to_voxel
+    from pcdet_seal.geometry import point_to_voxel
     from pcdet_seal.seal.cache import CacheMeta, FeatureCacheWriter
     from pcdet_seal.seal.targets import teacher_cells, voxel_targets
 

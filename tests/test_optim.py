@@ -60,7 +60,7 @@ def finetune_cfg():
 
 
 def _real_model(name: str):
-    from pcdet_seal.models.config_network import build_network_from_config
+    from pcdet_seal.tools.config_network import build_network_from_config
 
     cfg = load(CFGS / name)
     if cfg.MODEL.NAME == "SealMAE":

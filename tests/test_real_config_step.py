@@ -53,7 +53,7 @@ def full_range_frame(cfg, n: int, per_cluster: int = 16, seed: int = 0) -> dict:
 @pytest.mark.parametrize("name", ["seal_pretrain.yaml", "seal_pretrain_nuscenes.yaml"])
 def test_one_step_of_the_real_config(name):
     from pcdet_seal import registry
-    from pcdet_seal.models.config_network import build_network_from_config
+    from pcdet_seal.tools.config_network import build_network_from_config
 
     registry.register()
     cfg = load(CFGS / name)

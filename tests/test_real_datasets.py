@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import importlib.util
 import io
 import logging
 import pickle
@@ -22,8 +21,8 @@ pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) check
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
 
 from helpers_models import CFGS, load  # noqa: E402
+from pcdet_seal.tools.cli import seal_features  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 FP16_TOL = 2.0 ** -11 + 1e-6  # cache float16 rounding of unit features, plus summation order
 WAYMO_SEQUENCES = ("segment-1000_2000_with_camera_labels", "segment-3000_4000_with_camera_labels")
 WAYMO_FRAMES = 2  # per sequence
@@ -31,13 +30,6 @@ NUS_SAMPLES = 3
 NUS_SWEEPS = 9  # MAX_SWEEPS 10 = the sample + 9 sweeps, as create_nuscenes_infos writes them
 NUS_EGO_POINTS = 8  # per sweep, inside the 1 m ego box: the loader must drop them
 LOGGER = logging.getLogger("tests")
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _cloud(rng, n: int, xy: float, z: tuple[float, float]) -> np.ndarray:
@@ -188,7 +180,7 @@ def _write(name: str, tmp_path_factory, teacher_file):
         root = tmp_path_factory.mktemp(name)
         expected = make(root / "data")
         out = root / "cache"
-        script = _script("seal_features")
+        script = seal_features
         argv = ["--cfg", str(CFGS / cfg_name), *set_prefix, str(root / "data"), "--ckpt", str(teacher_file),
                 "--out", str(out), "--no-progress"]
         runs = []
@@ -248,8 +240,9 @@ def test_training_loader_finds_every_frame_in_the_cache(written, teacher):
     every teacher cell of every batch cloud has its teacher feature."""
     from pcdet.datasets import build_dataloader
 
+    from pcdet_seal.geometry import join_by_coords
     from pcdet_seal.models.seal_target import SealTargetGenerator
-    from pcdet_seal.seal.targets import join_by_coords, teacher_input
+    from pcdet_seal.seal.targets import teacher_input
 
     name, cfg, expected, out, _ = written
     ds, loader, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=2, dist=False, workers=0,
@@ -408,7 +401,7 @@ def test_nuscenes_balanced_resampling_without_classes(nuscenes):
 def test_script_errors_name_the_problem(written, teacher_file, tmp_path, capsys):
     name, cfg, _, _, _ = written
     cfg_name, _, _, set_prefix = DATASETS[name]
-    script = _script("seal_features")
+    script = seal_features
     base = ["--cfg", str(CFGS / cfg_name), "--ckpt", str(teacher_file), "--out", str(tmp_path / "c"), "--no-progress"]
     assert script.main(base + [*set_prefix, str(tmp_path / "nothing")]) == 1
     err = capsys.readouterr().err
@@ -441,7 +434,7 @@ def test_a_teacher_of_another_width_than_the_config_is_refused_before_any_frame(
     out = tmp_path / "c"
     argv = ["--cfg", str(CFGS / cfg_name), *set_prefix, str(cfg.DATA_CONFIG.DATA_PATH),
             "MODEL.SEAL_TARGET.NUM_FEATURES", "32", "--ckpt", str(teacher_file), "--out", str(out), "--no-progress"]
-    assert _script("seal_features").main(argv) == 1
+    assert seal_features.main(argv) == 1
     err = capsys.readouterr().err
     assert "the teacher outputs 64 channels per cell but MODEL.SEAL_TARGET.NUM_FEATURES of" in err and "is 32" in err
     assert not out.exists() or not any(out.iterdir())

@@ -33,6 +33,8 @@ def test_entries_name_known_tables():
     assert len(names) == len(set(names))
     with pytest.raises(KeyError, match="unknown OpenPCDet table"):
         registry.table("no_such_table")
+    with pytest.raises(KeyError, match="unknown OpenPCDet table"):
+        registry.plugin_classes("no_such_table")
 
 
 @pytest.mark.skipif(not _startup_pth_installed(), reason="pcdet-seal is not pip-installed here (no pcdet_seal.pth)")
@@ -64,6 +66,30 @@ class TestWithPcdet:
         monkeypatch.setitem(registry.table("dataset"), "SyntheticLidarDataset", pcdet.datasets.DatasetTemplate)
         with pytest.raises(registry.RegistryConflict, match="SyntheticLidarDataset.*DatasetTemplate"):
             registry.register()
+
+    @pytest.mark.spconv
+    def test_sealmae_builds_its_decoder_and_head_from_the_registry_entries(self, monkeypatch):
+        """One table: a decoder name is valid for SealMAE exactly when ``registry.ENTRIES`` registers it."""
+        pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
+        from helpers_models import dataset, network, tiny_pretrain
+        from pcdet_seal.models.decoders import DSVTMaskDecoder, SparseConvDecoder
+        from pcdet_seal.models.seal_mae_head import SealMAEHead
+
+        cfg = tiny_pretrain()
+        ds = dataset(cfg)
+        assert registry.plugin_classes("backbone_2d") == {"DSVTMaskDecoder": DSVTMaskDecoder,
+                                                          "SparseConvDecoder": SparseConvDecoder}
+        assert registry.plugin_classes("dense_head") == {"SealMAEHead": SealMAEHead}
+        renamed = registry.Entry("backbone_2d", "RenamedDecoder", "pcdet_seal.models.decoders:DSVTMaskDecoder")
+        monkeypatch.setattr(registry, "ENTRIES",
+                            tuple(e for e in registry.ENTRIES if e.name != "DSVTMaskDecoder") + (renamed,))
+        cfg.MODEL.DECODER.NAME = "RenamedDecoder"
+        model = network(cfg, ds)
+        assert type(model.backbone_2d) is DSVTMaskDecoder and type(model.dense_head) is SealMAEHead
+        cfg.MODEL.DECODER.NAME = "DSVTMaskDecoder"  # no longer an entry, so no longer a decoder
+        with pytest.raises(KeyError, match=r"DECODER.NAME 'DSVTMaskDecoder' is unknown; choose one of "
+                                           r"\['RenamedDecoder', 'SparseConvDecoder'\]"):
+            network(cfg, ds)
 
     @pytest.mark.skipif(not _startup_pth_installed(), reason="pcdet-seal is not pip-installed here (no pcdet_seal.pth)")
     def test_startup_hook_registers_when_pcdet_models_is_imported(self):

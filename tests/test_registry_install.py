@@ -1,4 +1,5 @@
-"""The start-up .pth hook ships with both ``pip install .`` and ``pip install -e .`` (fresh venvs, no deps).
+"""The start-up .pth hook and the console commands ship with both ``pip install .`` and ``pip install -e .``
+(fresh venvs, no deps); every declared command resolves to an importable callable.
 
 The wheels are built offline with this interpreter's setuptools through the PEP 517 backend of
 ``pyproject.toml`` (what pip's isolated build runs), when it satisfies ``[build-system] requires``;
@@ -7,6 +8,8 @@ tests skip with :data:`OFFLINE_SKIP` in the reason, which the skip summary count
 """
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.metadata
 import os
 import shutil
@@ -56,6 +59,15 @@ def fake_pcdet(tmp_path_factory) -> Path:
 
 def _python(env_dir: Path) -> Path:
     return env_dir / ("Scripts" if os.name == "nt" else "bin") / "python"
+
+
+def declared_console_scripts() -> dict[str, str]:
+    """``{command: 'module:function'}`` as ``setup.py`` declares its ``console_scripts`` (read from its source)."""
+    for node in ast.walk(ast.parse((ROOT / "setup.py").read_text())):
+        if isinstance(node, ast.keyword) and node.arg == "entry_points":
+            lines = ast.literal_eval(node.value)["console_scripts"]
+            return dict((part.strip() for part in line.split("=", 1)) for line in lines)
+    raise AssertionError("setup.py declares no entry_points")
 
 
 #: Counted by name in the skip summary (``OFFLINE_BUILD_SKIP`` of tests/conftest.py: the same text).
@@ -121,6 +133,14 @@ def test_startup_hook_is_installed_and_live(tmp_path, source, fake_pcdet, editab
     where = subprocess.run([python, "-c", "import pcdet_seal; print(pcdet_seal.__file__)"], **run)
     assert Path(where.stdout.strip()).is_relative_to(source if editable else env_dir), where.stdout
 
+    # The installed metadata lists setup.py's console commands, and each has its launcher.
+    listed = subprocess.run([python, "-c", "import importlib.metadata as m; print('\\n'.join(f'{e.name} = {e.value}' "
+                             "for e in m.distribution('pcdet-seal').entry_points if e.group == 'console_scripts'))"],
+                            **run)
+    installed = dict((part.strip() for part in line.split("=", 1)) for line in listed.stdout.splitlines())
+    assert installed == declared_console_scripts(), listed.stderr[-2000:]
+    assert all((_python(env_dir).parent / command).is_file() for command in installed)
+
     # The hook is live: on `import pcdet` it runs the plugin's start-up code (here: the hint that an
     # unbuilt checkout needs CPU mode), and PCDET_SEAL_AUTOLOAD=0 leaves the import alone.
     hooked = subprocess.run([python, "-c", "import pcdet"], **dict(run, env=dict(env, PYTHONPATH=str(fake_pcdet))))
@@ -129,3 +149,23 @@ def test_startup_hook_is_installed_and_live(tmp_path, source, fake_pcdet, editab
                            **dict(run, env=dict(env, PYTHONPATH=str(fake_pcdet), PCDET_SEAL_AUTOLOAD="0")))
     assert plain.returncode != 0 and "PCDET_SEAL_CPU" not in plain.stderr
     assert "No module named 'pcdet.version'" in plain.stderr
+
+
+def test_every_console_command_resolves_to_an_importable_callable():
+    commands = declared_console_scripts()
+    assert {"pcdet-seal-link-openpcdet", "pcdet-seal-demo", "pcdet-seal-features", "pcdet-seal-check-cache",
+            "pcdet-seal-check-transfer", "pcdet-seal-convert-checkpoint", "pcdet-seal-render",
+            "pcdet-seal-waymo-submission"} <= set(commands)
+    for command, target in commands.items():
+        module_name, _, attribute = target.partition(":")
+        assert callable(getattr(importlib.import_module(module_name), attribute, None)), f"{command} = {target}"
+
+
+def test_each_script_runs_the_function_of_a_console_command():
+    """``scripts/<name>.py`` is a wrapper: it imports and runs the very function a command names."""
+    targets = set(declared_console_scripts().values())
+    for script in sorted((ROOT / "scripts").glob("*.py")):
+        nodes = [node for node in ast.walk(ast.parse(script.read_text())) if isinstance(node, ast.ImportFrom)]
+        imports = [f"{node.module}:{alias.name}" for node in nodes if (node.module or "").startswith("pcdet_seal")
+                   for alias in node.names]
+        assert len(imports) == 1 and imports[0] in targets, f"{script.name}: {imports}"

@@ -2,7 +2,6 @@
 PNGs (targets PCA, clusters, partition, mask); what the pictures are drawn from is consistent."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shlex
@@ -15,18 +14,12 @@ import pytest
 
 pytest.importorskip("matplotlib", reason="pictures need matplotlib (pip install matplotlib)")
 
+from pcdet_seal.tools.cli import render  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _render():
-    spec = importlib.util.spec_from_file_location("render_script", ROOT / "scripts" / "render.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_pictures_data_is_consistent_with_i2mask():
-    render = _render()
     from pcdet_seal.seal.standin import StandInTeacher
     from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 
@@ -45,7 +38,6 @@ def test_pictures_data_is_consistent_with_i2mask():
 
 
 def test_render_cli_writes_titled_pngs(tmp_path, capsys):
-    render = _render()
     assert render.main(["--out", str(tmp_path), "--prefix", "f0_"]) == 0
     out = capsys.readouterr().out
     names = ["targets_pca", "kmeans_clusters", "i2mask_partition", "i2mask_mask"]

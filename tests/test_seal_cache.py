@@ -3,7 +3,6 @@ shards, clear errors, and scripts/seal_features.py end to end."""
 from __future__ import annotations
 
 import errno
-import importlib.util
 import io
 import json
 import os
@@ -12,7 +11,6 @@ import sys
 import textwrap
 import threading
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +20,8 @@ from pcdet_seal.seal.cache import (FORMAT_VERSION, HOST, BadFrameError, CacheMet
                                    FeatureCacheWriter, Frame, MissingFrameError, SealCacheError,
                                    check_points, parse_shard, select_shard, write_features)
 from pcdet_seal.seal.targets import quantize, teacher_cells
+from pcdet_seal.tools.cli import check_seal_cache, seal_features
 
-ROOT = Path(__file__).resolve().parents[1]
 FP16_REL_ERR = 2.0 ** -11  # half precision rounding, relative
 SHA = np.asarray("ab" * 32)  # the teacher hash every frame file records
 
@@ -208,13 +206,6 @@ def test_errors_name_the_frame_and_the_file(tmp_path):
         FeatureCache(tmp_path / "empty")
 
 
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.spconv
 def test_seal_features_script_end_to_end(tmp_path, capsys):
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
@@ -238,7 +229,7 @@ def test_seal_features_script_end_to_end(tmp_path, capsys):
     pts = np.concatenate([g.uniform(-20, 20, (500, 3)), g.uniform(0, 255, (500, 2))], 1).astype(np.float32)
     clouds["n015.pcd"] = pts
     pts.tofile(lidar / "n015.pcd.bin")
-    script = _script("seal_features")
+    script = seal_features
     out = tmp_path / "cache"
     common = ["--ckpt", str(tmp_path / "teacher.pth"), "--input", str(lidar), "--out", str(out),
               "--cell-size", "0.32", "0.32", "0.1875", "--bin-dims", "5", "--no-progress"]
@@ -398,7 +389,7 @@ def test_verify_rewrites_truncated_frames_and_the_cache_check_lists_them(tmp_pat
     path = tmp_path / "s1.npz"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])  # e.g. a host lost power
     assert write_features(frames, lambda pts: _frame(50), writer, progress=False)["written"] == 0  # not verified
-    script = _script("check_seal_cache")
+    script = check_seal_cache
     assert script.main([str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "BAD s1: frame 's1'" in out and "2 of 3 frames good, 1 bad" in out

@@ -2,7 +2,6 @@
 stripping, strict failures, kernel layout, the converter script and `load_teacher`."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -15,20 +14,13 @@ from pcdet_seal.seal.checkpoint import (CONVERTED_FORMAT, SealCheckpointError, c
                                         is_learnable_me_key, me_state_dict_shapes,
                                         read_teacher_checkpoint, split_source_checkpoint)
 from pcdet_seal.seal.minkunet import Res16UNetArch
+from pcdet_seal.tools.cli import convert_seal_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = Res16UNetArch(in_channels=1, out_channels=16, init_dim=8, planes=(8, 16, 16, 24, 16, 16, 8, 8))
 
 
 def _small_state(seed: int = 0) -> dict[str, torch.Tensor]:
     return random_me_state_dict(me_state_dict_spec(1, 16, 8, SMALL.planes, SMALL.layers), seed)
-
-
-def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_res16unet34c_has_374_tensors_and_37849184_learnable_parameters():
@@ -133,13 +125,13 @@ def test_convert_script_on_a_full_width_checkpoint(tmp_path, capsys):
     spec = me_state_dict_spec()
     torch.save({"model_points": {k: torch.zeros(s, dtype=torch.long if not s else torch.float32)
                                  for k, s in spec.items()}}, tmp_path / "seal.pt")
-    assert _script("convert_seal_checkpoint").main([str(tmp_path / "seal.pt"), str(tmp_path / "t.pth")]) == 0
+    assert convert_seal_checkpoint.main([str(tmp_path / "seal.pt"), str(tmp_path / "t.pth")]) == 0
     assert "374 tensors from slidr checkpoint seal.pt" in capsys.readouterr().out
     converted, meta = read_teacher_checkpoint(tmp_path / "t.pth")
     assert len(converted) == 374 and meta["arch"] == Res16UNetArch().to_dict()
     assert converted["convtr4p16s2.weight"].shape == (256, 2, 2, 2, 256)
     assert converted["block2.0.downsample.0.weight"].shape == (64, 32)
-    assert _script("convert_seal_checkpoint").main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pth")]) == 1
+    assert convert_seal_checkpoint.main([str(tmp_path / "missing.pt"), str(tmp_path / "x.pth")]) == 1
     assert "missing.pt: no such file" in capsys.readouterr().err
 
 
@@ -215,7 +207,7 @@ def test_files_that_are_not_teachers_get_one_clear_message(tmp_path, capsys, kin
         torch.save({"state_dict": [1], "meta": meta}, path)
     with pytest.raises(SealCheckpointError, match=match):
         read_teacher_checkpoint(path)
-    assert _script("convert_seal_checkpoint").main([str(path), str(tmp_path / "out.pth")]) == 1
+    assert convert_seal_checkpoint.main([str(path), str(tmp_path / "out.pth")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(path) in err and "Traceback" not in err
 

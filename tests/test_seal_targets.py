@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from pcdet_seal.seal.targets import (join_by_coords, points_to_cells, quantize, teacher_cells,
-                                     teacher_input, voxel_targets)
+from pcdet_seal.seal.targets import points_to_cells, quantize, teacher_cells, teacher_input, voxel_targets
 
 
 def _voxelize(xyz: torch.Tensor, batch: torch.Tensor, pc_min, voxel, grid):
@@ -40,22 +39,6 @@ def test_teacher_cells_keep_the_first_point_as_representative():
     got = {tuple(c): (int(r), float(f)) for c, r, f in zip(cells.coords.tolist(), cells.representative, feats[:, 0])}
     assert got == {(0, 0, 0, 0): (0, 0.0), (0, 3, 0, 0): (1, 1.0), (0, -1, 0, 0): (4, 4.0), (1, 0, 0, 0): (5, 5.0)}
     assert torch.equal(cells.coords[cells.point2cell][:, 1:], quantize(xyz, (1, 1, 1)))
-
-
-def test_join_by_coords_matches_a_brute_force_loop():
-    g = torch.Generator().manual_seed(0)
-    table = torch.unique(torch.randint(-50, 50, (400, 3), generator=g), dim=0)
-    table = table[torch.randperm(table.shape[0], generator=g)]
-    query = torch.cat([table[torch.randint(0, table.shape[0], (300,), generator=g)],
-                       torch.randint(-60, 60, (100, 3), generator=g)])
-    index, found = join_by_coords(query, table)
-    lookup = {tuple(c): i for i, c in enumerate(table.tolist())}
-    for q, i, f in zip(query.tolist(), index.tolist(), found.tolist()):
-        assert f == (tuple(q) in lookup)
-        if f:
-            assert i == lookup[tuple(q)]
-    with pytest.raises(ValueError, match=r"1 duplicate coordinates, e\.g\. \[1, 2, 3\]"):
-        join_by_coords(query, torch.tensor([[1, 2, 3], [4, 5, 6], [1, 2, 3]]))
 
 
 @pytest.mark.parametrize("mode", ["point_mean", "representative"])

@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import argparse
 import copy
-import importlib.util
 import logging
-from pathlib import Path
 
 import pytest
 import torch
 
 from pcdet_seal.seal.targets import SLIDR_CYLINDRICAL_CELL
 from pcdet_seal.seal.teacher_settings import MissingCellSizeError, resolve_teacher_settings
+from pcdet_seal.tools.cli import seal_features
 
-ROOT = Path(__file__).resolve().parents[1]
 VOXEL = [0.2, 0.2, 0.2]
 NUSCENES_RANGE = [-51.2, -51.2, -5.0, 51.2, 51.2, 3.0]
-
-
-def _seal_features():
-    spec = importlib.util.spec_from_file_location("seal_features_script", ROOT / "scripts" / "seal_features.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_cell_size_defaults_depend_on_the_quantisation():
@@ -51,7 +42,7 @@ def test_mask_z_keeps_points_inside_the_z_range_only():
 
 def _args(**overrides) -> argparse.Namespace:
     """The feature job's options as its parser leaves them (nothing given on the command line)."""
-    args = _seal_features().build_parser().parse_args(["--input", "unused"])
+    args = seal_features.build_parser().parse_args(["--input", "unused"])
     args.cfg = "cfg.yaml"
     for key, value in overrides.items():
         setattr(args, key, value)
@@ -78,7 +69,7 @@ def test_the_feature_job_resolves_cells_as_training_does():
     pc_range = list(cfg.DATA_CONFIG.POINT_CLOUD_RANGE)
     settings = {**dict(target), "VOXEL_SIZE": voxel, "POINT_CLOUD_RANGE": pc_range}
     args = _args()
-    job = _seal_features().resolve_settings(args, settings)
+    job = seal_features.resolve_settings(args, settings)
     assert args.cell_size == list(SLIDR_CYLINDRICAL_CELL) and args.quant == "cylindrical"
     assert job.mask_z and job.z_range == (-5.0, 3.0)  # nuScenes: MASK_Z on, as in training
     target.update({"TEACHER_CKPT": None, "RANDOM_TEACHER": True})
@@ -86,9 +77,9 @@ def test_the_feature_job_resolves_cells_as_training_does():
     assert model_side.settings == job and model_side.cell_size == list(SLIDR_CYLINDRICAL_CELL)
     # command-line options win over the config; a cartesian cell without any voxel size is required
     args = _args(cell_size=[0.4, 0.4, 0.4], quant="cartesian")
-    assert _seal_features().resolve_settings(args, settings).cell_size == (0.4, 0.4, 0.4)
+    assert seal_features.resolve_settings(args, settings).cell_size == (0.4, 0.4, 0.4)
     with pytest.raises(ValueError, match="--cell-size is required"):
-        _seal_features().resolve_settings(_args(ckpt="t.pth", out="o"), {})
+        seal_features.resolve_settings(_args(ckpt="t.pth", out="o"), {})
 
 
 @pytest.mark.spconv
@@ -100,7 +91,7 @@ def test_the_feature_job_crops_z_for_the_teacher():
     gen = torch.Generator().manual_seed(0)
     points = torch.cat([torch.rand(200, 3, generator=gen) * torch.tensor([20.0, 20.0, 12.0])
                         - torch.tensor([10.0, 10.0, 7.0]), torch.rand(200, 1, generator=gen)], 1).numpy()
-    run = _seal_features().teacher_features(teacher, VOXEL, "cartesian", 3, 1.0, False, NUSCENES_RANGE, True)
+    run = seal_features.teacher_features(teacher, VOXEL, "cartesian", 3, 1.0, False, NUSCENES_RANGE, True)
     with torch.no_grad():
         coords, _ = run(points)
     z = coords[:, 2].float() * VOXEL[2]
@@ -165,7 +156,7 @@ def test_points_inside_the_grid_without_a_voxel_are_counted_and_reported(caplog)
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
     from helpers_models import batch, dataset, network, tiny_pretrain
 
-    from pcdet_seal.models.voxel_index import point_to_voxel
+    from pcdet_seal.geometry import point_to_voxel
 
     cfg = tiny_pretrain()
     ds = dataset(cfg)

@@ -3,7 +3,6 @@ not a checkpoint), and the stock ``tools/train.py`` running the tiny pre-trainin
 ``.pth`` start-up hook, whose checkpoint then transfers 100 % into the tiny fine-tuning config."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,14 +17,8 @@ pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
 
-from helpers_models import ROOT, TINY_FINETUNE, TINY_PRETRAIN, dataset, load, network, small_frames  # noqa: E402
-
-
-def _check_transfer():
-    spec = importlib.util.spec_from_file_location("check_transfer", ROOT / "scripts" / "check_transfer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+from helpers_models import TINY_FINETUNE, TINY_PRETRAIN, dataset, load, network, small_frames  # noqa: E402
+from pcdet_seal.tools.cli import check_transfer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +36,7 @@ def _save(path, state):
 
 
 def test_check_transfer_passes_on_a_pretraining_checkpoint(pretrain_state, tmp_path, capsys):
-    rc = _check_transfer()([_save(tmp_path / "ckpt.pth", pretrain_state), str(TINY_FINETUNE)])
+    rc = check_transfer.main([_save(tmp_path / "ckpt.pth", pretrain_state), str(TINY_FINETUNE)])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "OK: 100 % of vfe.*, backbone_3d.* load" in out
@@ -54,7 +47,7 @@ def test_check_transfer_passes_on_a_pretraining_checkpoint(pretrain_state, tmp_p
 
 def test_check_transfer_fails_clearly_on_renamed_keys(pretrain_state, tmp_path, capsys):
     renamed = {k.replace("backbone_3d.stage_1.", "backbone_3d.stages.1."): v for k, v in pretrain_state.items()}
-    rc = _check_transfer()([_save(tmp_path / "renamed.pth", renamed), str(TINY_FINETUNE)])
+    rc = check_transfer.main([_save(tmp_path / "renamed.pth", renamed), str(TINY_FINETUNE)])
     captured = capsys.readouterr()
     assert rc == 1
     assert "FAIL" in captured.err and "backbone_3d.stage_1.0.encoder_list" in captured.err
@@ -64,7 +57,7 @@ def test_check_transfer_fails_clearly_on_renamed_keys(pretrain_state, tmp_path, 
 def test_check_transfer_rejects_a_file_that_is_not_a_checkpoint(pretrain_state, tmp_path, capsys):
     path = tmp_path / "bare.pth"
     torch.save(pretrain_state, path)  # a bare state dict, not {'model_state': ...}
-    assert _check_transfer()([str(path), str(TINY_FINETUNE)]) == 2
+    assert check_transfer.main([str(path), str(TINY_FINETUNE)]) == 2
     assert "model_state" in capsys.readouterr().err
 
 
@@ -72,7 +65,7 @@ def test_check_transfer_refuses_a_checkpoint_with_nan_naming_the_tensor(pretrain
     state = {k: v.clone() for k, v in pretrain_state.items()}
     key = next(k for k, v in state.items() if k.startswith("backbone_3d.") and v.is_floating_point())
     state[key].view(-1)[0] = float("nan")
-    rc = _check_transfer()([_save(tmp_path / "nan.pth", state), str(TINY_FINETUNE)])
+    rc = check_transfer.main([_save(tmp_path / "nan.pth", state), str(TINY_FINETUNE)])
     captured = capsys.readouterr()
     assert rc == 1 and "OK" not in captured.out
     assert "FAIL: 1 checkpoint tensors hold NaN/inf" in captured.err
@@ -83,7 +76,7 @@ def test_check_transfer_prints_both_shapes_of_a_mismatch(pretrain_state, tmp_pat
     state = dict(pretrain_state)
     key = next(k for k, v in state.items() if k.startswith("vfe.") and v.ndim == 2)
     state[key] = torch.zeros(state[key].shape[0] + 1, state[key].shape[1])
-    assert _check_transfer()([_save(tmp_path / "shape.pth", state), str(TINY_FINETUNE)]) == 1
+    assert check_transfer.main([_save(tmp_path / "shape.pth", state), str(TINY_FINETUNE)]) == 1
     net = list(pretrain_state[key].shape)
     assert f"{key}: shape {[net[0] + 1, net[1]]} in the checkpoint, {net} in the network" in capsys.readouterr().err
 
@@ -99,7 +92,7 @@ def test_check_transfer_names_the_file_and_what_was_expected(tmp_path, capsys, k
         torch.save([1, 2], path)
     else:
         torch.save({"model_state": [1, 2]}, path)
-    assert _check_transfer()([str(path), str(TINY_FINETUNE)]) == 2
+    assert check_transfer.main([str(path), str(TINY_FINETUNE)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: ") and "expected an OpenPCDet checkpoint" in err
     assert "Traceback" not in err
@@ -116,7 +109,7 @@ def _hook_installed() -> bool:
 
 def test_stock_train_py_pretrains_through_the_startup_hook(tmp_path):
     """2 iterations (4 frames, batch 2) + the stock evaluation; no plugin import in the command."""
-    from pcdet_seal.models.config_network import pcdet_tools_dir
+    from pcdet_seal.tools.config_network import pcdet_tools_dir
 
     if not _hook_installed():
         pytest.skip("the pcdet-seal .pth start-up hook is not installed (pip install -e . installs it)")
@@ -146,7 +139,7 @@ def test_stock_train_py_pretrains_through_the_startup_hook(tmp_path):
         assert ckpt.is_file(), log[-2000:]
         state = torch.load(ckpt, map_location="cpu")["model_state"]
         assert not any("teacher" in k or k.startswith("seal_target.") for k in state)
-        assert _check_transfer()([str(ckpt), str(TINY_FINETUNE)]) == 0
+        assert check_transfer.main([str(ckpt), str(TINY_FINETUNE)]) == 0
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
         _remove_empty_parents(run_dir, stop=output_root)

@@ -10,6 +10,8 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from pcdet_seal.geometry import voxel_centres
+
 from .common import KEY_PREFIX, FrameMasker, cfg_float, cfg_get, cfg_int, cfg_list, sample_in_groups
 
 
@@ -18,13 +20,14 @@ def _mask_ratio(cfg: Mapping[str, Any]) -> float:
     return cfg_float(cfg, "MASK_RATIO", 0.5, 0.0, 1.0, high_open=True)
 
 
-def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> Tensor:
-    """Metric centres (N, 3) as (x, y, z) of voxels given as (N, 4) [b, z, y, x] indices."""
-    zyx = voxel_coords[:, 1:].to(torch.float32)
-    xyz = zyx.flip(1)
-    size = torch.tensor(voxel_size, dtype=torch.float32, device=voxel_coords.device)
-    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=voxel_coords.device)
-    return (xyz + 0.5) * size + lo
+def _grid(owner: str, cfg: Mapping[str, Any], voxel_size: Optional[Sequence[float]],
+          point_cloud_range: Optional[Sequence[float]]) -> tuple[Sequence[float], Sequence[float]]:
+    """The voxel grid of a masker that needs it: the arguments, else ``VOXEL_SIZE`` / ``POINT_CLOUD_RANGE``."""
+    voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
+    point_cloud_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
+    if voxel_size is None or point_cloud_range is None:
+        raise ValueError(f"{owner} needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
+    return voxel_size, point_cloud_range
 
 
 class RandomMask(FrameMasker):
@@ -62,10 +65,7 @@ class RangeAwareMask(FrameMasker):
         self.distances = [float(d) for d in self.distances]
         offsets = cfg_list(cfg, "RATIO_OFFSETS", [0.0, -0.2, -0.2], length=len(self.distances) + 1)
         self.offsets = [cfg_float({"RATIO_OFFSETS": o}, "RATIO_OFFSETS", 0.0, -1.0, 1.0) for o in offsets]
-        self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
-        self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
-        if self.voxel_size is None or self.pc_range is None:
-            raise ValueError("RangeAwareMask needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
+        self.voxel_size, self.pc_range = _grid("RangeAwareMask", cfg, voxel_size, point_cloud_range)
         # Rounded so that 0.7 - 0.2 is 0.5 and not 0.49999999999999994 (floor would lose a voxel).
         self.ratios = [min(max(round(self.mask_ratio + o, 9), 0.0), 1.0) for o in self.offsets]
 
@@ -108,10 +108,7 @@ class FPSMask(FrameMasker):
         cfg = cfg or {}
         self.mask_ratio = _mask_ratio(cfg)
         self.num_seeds = cfg_int(cfg, "NUM_SEEDS", 256, minimum=1)
-        self.voxel_size = voxel_size if voxel_size is not None else cfg_get(cfg, "VOXEL_SIZE", None)
-        self.pc_range = point_cloud_range if point_cloud_range is not None else cfg_get(cfg, "POINT_CLOUD_RANGE", None)
-        if self.voxel_size is None or self.pc_range is None:
-            raise ValueError("FPSMask needs VOXEL_SIZE and POINT_CLOUD_RANGE (or voxel_size/point_cloud_range)")
+        self.voxel_size, self.pc_range = _grid("FPSMask", cfg, voxel_size, point_cloud_range)
 
     def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
         n = coords.shape[0]

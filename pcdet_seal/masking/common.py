@@ -130,7 +130,20 @@ class FrameMasker:
     ``__call__`` is the masking interface of ``pcdet_seal.masking``; the stats hold the realised
     ratio over all voxels and, per frame, ``batch_index``, ``n`` (valid voxels), ``n_voxels``,
     ``n_masked``, ``mask_ratio`` plus what :meth:`mask_rows` reports, as python values.
+    :meth:`log_scalars` turns those stats into the masker's TensorBoard scalars.
+
+    Every masker is built from its config block alone (``MODEL.MASKING``; the detector adds the
+    grid as ``VOXEL_SIZE`` and ``POINT_CLOUD_RANGE``): ``cls(cfg)``, see ``build_masker``.
     """
+
+    def log_scalars(self, stats: dict) -> dict[str, float]:
+        """TensorBoard scalars of one batch's ``stats`` (docs/method.md §4): the spread of the
+        realised ratio over frames, ``mask_ratio_min`` / ``mask_ratio_max`` (none without frames)."""
+        frames = stats.get("frames", [])
+        if not frames:
+            return {}
+        ratios = [f["mask_ratio"] for f in frames]
+        return {"mask_ratio_min": min(ratios), "mask_ratio_max": max(ratios)}
 
     def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
         """Mask one frame's valid voxels: features (n, C), coords (n, 4) → (n,) bool and stats."""

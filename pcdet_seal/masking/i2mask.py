@@ -16,6 +16,7 @@ one voxel (negligible for large frames).
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from typing import Any, Mapping, Optional, Sequence
 
@@ -24,6 +25,8 @@ from torch import Tensor
 
 from .common import KEY_PREFIX, FrameMasker, cfg_float, cfg_int, cfg_list, sample_in_groups, stochastic_round
 from .kmeans import kmeans
+
+logger = logging.getLogger(__name__)
 
 COS_EPS = 1e-8
 #: Subsets the greedy partition may score per frame (all steps together); larger searches are
@@ -197,3 +200,20 @@ class I2Mask(FrameMasker):
     def mask_rows(self, features: Tensor, coords: Tensor, generator: Optional[torch.Generator]) -> tuple[Tensor, dict]:
         """One frame for :class:`FrameMasker`: I2Mask needs only the features."""
         return self.mask_frame(features, generator)
+
+    def log_scalars(self, stats: dict) -> dict[str, float]:
+        """The ratio spread of :meth:`FrameMasker.log_scalars`, plus ``mask_fallback_frames`` (frames
+        masked uniformly for having fewer voxels than clusters) and ``cluster_min_frac`` /
+        ``cluster_max_frac`` (the smallest / largest k-means cluster as a fraction of its frame)."""
+        out = super().log_scalars(stats)
+        frames = stats.get("frames", [])
+        if not frames:
+            return out
+        clustered = [f for f in frames if f.get("cluster_sizes")]
+        out["mask_fallback_frames"] = float(sum(bool(f["fallback"]) for f in frames))
+        if clustered:
+            out["cluster_min_frac"] = min(min(f["cluster_sizes"]) / f["n"] for f in clustered)
+            out["cluster_max_frac"] = max(max(f["cluster_sizes"]) / f["n"] for f in clustered)
+            logger.debug("I2Mask per frame: %s", [{k: f[k] for k in ("batch_index", "cluster_sizes", "partition",
+                                                                   "mask_ratio")} for f in clustered])
+        return out

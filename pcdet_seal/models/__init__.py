@@ -5,7 +5,7 @@ decoders and its head."""
 import pcdet.models  # noqa: F401  isort: skip
 
 from .decoders import DSVTMaskDecoder, SparseConvDecoder
-from .head import SealMAEHead
+from .seal_mae_head import SealMAEHead
 from .seal_mae import SealMAE
 from .seal_target import SealTargetGenerator
 

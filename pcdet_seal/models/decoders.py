@@ -15,7 +15,7 @@ from easydict import EasyDict
 from pcdet.models.backbones_3d.dsvt import DSVT
 from torch import nn
 
-from pcdet_seal.seal.targets import join_by_coords
+from pcdet_seal.geometry import join_by_coords
 
 DECODER_MODES = ("z_resolved", "reference_tokens")
 

@@ -13,37 +13,14 @@ from typing import Any
 import torch
 from pcdet.models.detectors.detector3d_template import Detector3DTemplate
 
-from .decoders import DSVTMaskDecoder, SparseConvDecoder
-from .head import SealMAEHead
+from pcdet_seal import registry
+from pcdet_seal.geometry import grid_cells, point_to_voxel
+
 from . import nonfinite
-from .masking import VoxelMasking
 from .seal_target import SealTargetGenerator
-from .voxel_index import grid_cells, point_to_voxel
+from .voxel_masking import VoxelMasking
 
 logger = logging.getLogger(__name__)
-
-DECODERS = {"DSVTMaskDecoder": DSVTMaskDecoder, "SparseConvDecoder": SparseConvDecoder}
-HEADS = {"SealMAEHead": SealMAEHead}
-
-
-def mask_stat_scalars(stats: dict) -> dict:
-    """TensorBoard scalars from a masker's per-frame stats (docs/method.md §4): the spread of the
-    realised ratio over frames and, for I2Mask, the frames that fell back to uniform masking and the
-    smallest / largest k-means cluster as a fraction of its frame."""
-    frames = stats.get("frames", [])
-    if not frames:
-        return {}
-    ratios = [f["mask_ratio"] for f in frames]
-    out = {"mask_ratio_min": min(ratios), "mask_ratio_max": max(ratios)}
-    clustered = [f for f in frames if f.get("cluster_sizes")]
-    if "fallback" in frames[0]:
-        out["mask_fallback_frames"] = float(sum(bool(f["fallback"]) for f in frames))
-    if clustered:
-        out["cluster_min_frac"] = min(min(f["cluster_sizes"]) / f["n"] for f in clustered)
-        out["cluster_max_frac"] = max(max(f["cluster_sizes"]) / f["n"] for f in clustered)
-        logger.debug("I2Mask per frame: %s", [{k: f[k] for k in ("batch_index", "cluster_sizes", "partition",
-                                                               "mask_ratio")} for f in clustered])
-    return out
 
 
 class SealMAE(Detector3DTemplate):
@@ -89,24 +66,26 @@ class SealMAE(Detector3DTemplate):
 
     def build_backbone_2d(self, model_info_dict: dict):
         cfg = self.model_cfg.DECODER
-        if cfg.NAME not in DECODERS:
-            raise KeyError(f"MODEL.DECODER.NAME {cfg.NAME!r} is unknown; choose one of {sorted(DECODERS)}")
-        module = DECODERS[cfg.NAME](cfg, input_channels=model_info_dict["num_point_features"],
-                                    encoder_stride=self.encoder_stride(), grid_size=model_info_dict["grid_size"])
+        decoders = registry.plugin_classes("backbone_2d")  # the decoders registered with OpenPCDet
+        if cfg.NAME not in decoders:
+            raise KeyError(f"MODEL.DECODER.NAME {cfg.NAME!r} is unknown; choose one of {sorted(decoders)}")
+        module = decoders[cfg.NAME](cfg, input_channels=model_info_dict["num_point_features"],
+                                      encoder_stride=self.encoder_stride(), grid_size=model_info_dict["grid_size"])
         model_info_dict["module_list"].append(module)
         model_info_dict["num_point_features"] = module.num_point_features
         return module, model_info_dict
 
     def build_dense_head(self, model_info_dict: dict):
         cfg = self.model_cfg.DENSE_HEAD
-        if cfg.NAME not in HEADS:
-            raise KeyError(f"MODEL.DENSE_HEAD.NAME {cfg.NAME!r} is unknown for SealMAE; choose one of {sorted(HEADS)}")
+        heads = registry.plugin_classes("dense_head")  # the heads registered with OpenPCDet
+        if cfg.NAME not in heads:
+            raise KeyError(f"MODEL.DENSE_HEAD.NAME {cfg.NAME!r} is unknown for SealMAE; choose one of {sorted(heads)}")
         target_width = int(self.model_cfg.SEAL_TARGET.get("NUM_FEATURES", 64))
         head_width = int(cfg.get("NUM_SEAL_FEATURES", 64))
         if target_width != head_width:
             raise ValueError(f"MODEL.SEAL_TARGET.NUM_FEATURES ({target_width}) must equal "
                              f"MODEL.DENSE_HEAD.NUM_SEAL_FEATURES ({head_width}): the head predicts the Seal targets")
-        module = HEADS[cfg.NAME](cfg, input_channels=model_info_dict["num_point_features"],
+        module = heads[cfg.NAME](cfg, input_channels=model_info_dict["num_point_features"],
                                  voxel_size=model_info_dict["voxel_size"],
                                  point_cloud_range=model_info_dict["point_cloud_range"])
         model_info_dict["module_list"].append(module)
@@ -182,7 +161,7 @@ class SealMAE(Detector3DTemplate):
         tb_dict = {"loss": loss.item(), **tb_dict, "mask_ratio": ratio, "num_voxels": n_voxels,
                    "points_without_voxel": batch_dict.get("points_without_voxel", 0),
                    "seal_valid_ratio": float(batch_dict["seal_valid"].float().mean()) if n_voxels else 0.0,
-                   **mask_stat_scalars(batch_dict["mask_stats"])}
+                   **self.masking.masker.log_scalars(batch_dict["mask_stats"])}
         return loss, tb_dict, {"mask_ratio": f"{ratio:.3f}"}
 
     def post_processing(self, batch_dict: dict) -> list[dict]:

@@ -31,7 +31,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .targets import QUANT_MODES, join_by_coords
+from pcdet_seal.geometry import join_by_coords
+
+from .targets import QUANT_MODES
 
 logger = logging.getLogger(__name__)
 

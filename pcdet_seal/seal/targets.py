@@ -1,20 +1,20 @@
 """Seal targets (docs/method.md §2.3, §3): points → teacher cells, teacher cell features → per-voxel
-targets on the DSVT grid (point-weighted mean or the reference's representative mode), and the
-coordinate join used everywhere rows are matched. Pure torch, native scatter ops.
+targets on the DSVT grid (point-weighted mean or the reference's representative mode). Pure torch,
+native scatter ops; the coordinate join lives in :mod:`pcdet_seal.geometry`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional, Sequence
 
 import torch
+
+from pcdet_seal.geometry import linearize
 
 QUANT_MODES = ("cartesian", "cylindrical")
 TARGET_MODES = ("point_mean", "representative")
 #: SLidR's cylindrical cells: ρ 0.1 m, φ 1°, z 0.1 m (docs/method.md §2.3).
 SLIDR_CYLINDRICAL_CELL = (0.1, 1.0, 0.1)
-_MAX_KEY = 1 << 62
 
 
 def quantize(xyz: torch.Tensor, cell_size: Sequence[float], mode: str = "cartesian") -> torch.Tensor:
@@ -43,48 +43,6 @@ def quantize(xyz: torch.Tensor, cell_size: Sequence[float], mode: str = "cartesi
         raise ValueError(f"unknown teacher quantisation {mode!r}; expected one of {QUANT_MODES}")
     size = torch.tensor(list(cell_size), dtype=scaled.dtype, device=scaled.device)
     return torch.floor(scaled / size).long()
-
-
-def linearize(coords: torch.Tensor, low: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:
-    """(N, D) integer coords → (N,) int64 keys, row-major over ``extent`` after subtracting ``low``."""
-    if math.prod(int(e) for e in extent.tolist()) >= _MAX_KEY:
-        raise ValueError(f"coordinate extent {extent.tolist()} too large to linearise in int64")
-    local = coords.long() - low
-    key = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    for axis in range(coords.shape[1]):
-        key = key * extent[axis] + local[:, axis]
-    return key
-
-
-def join_by_coords(query: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row of ``table`` holding each ``query`` coordinate (sort + searchsorted on linear keys).
-
-    Args:
-        query: (N, D) integer coordinates.
-        table: (M, D) integer coordinates, unique.
-
-    Returns:
-        ``(index, found)``: (N,) int64 row in ``table`` (0 where not found) and (N,) bool.
-        Raises ValueError when ``table`` holds a coordinate twice.
-    """
-    if query.shape[1] != table.shape[1]:
-        raise ValueError(f"query coords are {query.shape[1]}-D but table coords {table.shape[1]}-D")
-    if table.shape[0] == 0 or query.shape[0] == 0:
-        return (torch.zeros(query.shape[0], dtype=torch.long, device=query.device),
-                torch.zeros(query.shape[0], dtype=torch.bool, device=query.device))
-    both = torch.cat([query.long(), table.long().to(query.device)])
-    low = both.min(0).values
-    extent = both.max(0).values - low + 1
-    keys = linearize(both, low, extent)
-    qkey, tkey = keys[: query.shape[0]], keys[query.shape[0]:]
-    tkey_sorted, order = torch.sort(tkey)
-    dup = tkey_sorted[1:] == tkey_sorted[:-1]
-    if bool(dup.any()):
-        first = table[order[1:][dup][0]].tolist()
-        raise ValueError(f"table holds {int(dup.sum())} duplicate coordinates, e.g. {first}")
-    pos = torch.searchsorted(tkey_sorted, qkey).clamp_(max=tkey.shape[0] - 1)
-    found = tkey_sorted[pos] == qkey
-    return torch.where(found, order[pos], torch.zeros_like(pos)), found
 
 
 @dataclasses.dataclass

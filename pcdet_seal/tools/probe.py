@@ -122,8 +122,7 @@ def encoder_voxel_tokens(model: Any, points: np.ndarray, point_labels: np.ndarra
     Returns:
         ``(tokens (N_v, C), labels (N_v,))`` for the voxels that hold at least one point.
     """
-    from pcdet_seal.models.voxel_index import point_to_voxel
-    from pcdet_seal.seal.targets import join_by_coords
+    from pcdet_seal.geometry import join_by_coords, point_to_voxel
 
     pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(device)
     pts = torch.cat([pts.new_zeros(pts.shape[0], 1), pts], dim=1)
@@ -182,7 +181,7 @@ def encoder_probe(finetune_cfg: Any, checkpoint: Optional[Any], seed: int, train
     ``vfe.*`` and ``backbone_3d.*`` or an error), or randomly initialised with ``seed`` when
     ``checkpoint`` is None. Tokens of ``train_frames`` pre-training scenes fit the probe; mIoU is
     measured on ``val_frames`` val scenes."""
-    from pcdet_seal.models.config_network import build_network_from_config
+    from pcdet_seal.tools.config_network import build_network_from_config
     from pcdet_seal.synthetic.labels import SUPERCLASSES
     from pcdet_seal.tools.training import load_encoder, seed_everything
 

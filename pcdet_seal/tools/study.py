@@ -164,7 +164,7 @@ def arm_overrides(arm: Arm, mask_ratio: Optional[float]) -> dict[str, Any]:
 def load_base_configs(optimizer: str = "all") -> tuple[Any, Any]:
     """The tiny pre-training and fine-tuning configs; ``optimizer="stock"`` puts both on OpenPCDet's
     ``adam_onecycle`` (which never trains attention in-projections) instead of ``adamw_onecycle``."""
-    from pcdet_seal.models.config_network import load_config
+    from pcdet_seal.tools.config_network import load_config
 
     if optimizer not in ("all", "stock"):
         raise ValueError(f"--optimizer must be 'all' or 'stock', got {optimizer!r}")

@@ -37,7 +37,7 @@ def load_encoder(model: torch.nn.Module, checkpoint: Path, device: torch.device,
 
     Returns ``{"vfe": "loaded/total", "backbone_3d": "loaded/total"}``.
     """
-    from pcdet_seal.models.transfer import REQUIRED_PREFIXES, read_model_state, transfer_report
+    from pcdet_seal.tools.transfer import REQUIRED_PREFIXES, read_model_state, transfer_report
 
     quiet = logging.getLogger(f"{__name__}.load_params")  # OpenPCDet logs every key it does not load
     quiet.setLevel(logging.WARNING)

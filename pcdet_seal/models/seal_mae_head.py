@@ -7,10 +7,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from pcdet_seal.geometry import group_points, voxel_centres
 from pcdet_seal.losses import chamfer_distance, masked_smooth_l1
-from pcdet_seal.masking.baselines import voxel_centres
-
-from .voxel_index import group_points
 
 
 class SealMAEHead(nn.Module):

@@ -1,15 +1,71 @@
-"""Point ↔ voxel bookkeeping shared by the pre-training modules (pure torch).
+"""Voxel-grid geometry shared across the plugin (pure torch; imports neither pcdet nor spconv).
 
-The dynamic VFE does not return its point → voxel map, so it is recomputed here with the same
-quantisation and joined to the VFE's voxel rows by coordinate (never by row order).
+The coordinate join used everywhere rows are matched (:func:`linearize`, :func:`join_by_coords`),
+metric voxel centres (:func:`voxel_centres`) and the point ↔ voxel bookkeeping of the pre-training
+modules (:func:`grid_cells`, :func:`point_to_voxel`, :func:`group_points`). The dynamic VFE does not
+return its point → voxel map, so it is recomputed here with the same quantisation and joined to the
+VFE's voxel rows by coordinate (never by row order).
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
+from torch import Tensor
 
-from pcdet_seal.seal.targets import join_by_coords
+_MAX_KEY = 1 << 62
+
+
+def linearize(coords: torch.Tensor, low: torch.Tensor, extent: torch.Tensor) -> torch.Tensor:
+    """(N, D) integer coords → (N,) int64 keys, row-major over ``extent`` after subtracting ``low``."""
+    if math.prod(int(e) for e in extent.tolist()) >= _MAX_KEY:
+        raise ValueError(f"coordinate extent {extent.tolist()} too large to linearise in int64")
+    local = coords.long() - low
+    key = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    for axis in range(coords.shape[1]):
+        key = key * extent[axis] + local[:, axis]
+    return key
+
+
+def join_by_coords(query: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row of ``table`` holding each ``query`` coordinate (sort + searchsorted on linear keys).
+
+    Args:
+        query: (N, D) integer coordinates.
+        table: (M, D) integer coordinates, unique.
+
+    Returns:
+        ``(index, found)``: (N,) int64 row in ``table`` (0 where not found) and (N,) bool.
+        Raises ValueError when ``table`` holds a coordinate twice.
+    """
+    if query.shape[1] != table.shape[1]:
+        raise ValueError(f"query coords are {query.shape[1]}-D but table coords {table.shape[1]}-D")
+    if table.shape[0] == 0 or query.shape[0] == 0:
+        return (torch.zeros(query.shape[0], dtype=torch.long, device=query.device),
+                torch.zeros(query.shape[0], dtype=torch.bool, device=query.device))
+    both = torch.cat([query.long(), table.long().to(query.device)])
+    low = both.min(0).values
+    extent = both.max(0).values - low + 1
+    keys = linearize(both, low, extent)
+    qkey, tkey = keys[: query.shape[0]], keys[query.shape[0]:]
+    tkey_sorted, order = torch.sort(tkey)
+    dup = tkey_sorted[1:] == tkey_sorted[:-1]
+    if bool(dup.any()):
+        first = table[order[1:][dup][0]].tolist()
+        raise ValueError(f"table holds {int(dup.sum())} duplicate coordinates, e.g. {first}")
+    pos = torch.searchsorted(tkey_sorted, qkey).clamp_(max=tkey.shape[0] - 1)
+    found = tkey_sorted[pos] == qkey
+    return torch.where(found, order[pos], torch.zeros_like(pos)), found
+
+
+def voxel_centres(voxel_coords: Tensor, voxel_size: Sequence[float], pc_range: Sequence[float]) -> Tensor:
+    """Metric centres (N, 3) as (x, y, z) of voxels given as (N, 4) [b, z, y, x] indices."""
+    zyx = voxel_coords[:, 1:].to(torch.float32)
+    xyz = zyx.flip(1)
+    size = torch.tensor(voxel_size, dtype=torch.float32, device=voxel_coords.device)
+    lo = torch.tensor(pc_range[:3], dtype=torch.float32, device=voxel_coords.device)
+    return (xyz + 0.5) * size + lo
 
 
 def grid_cells(points: torch.Tensor, point_cloud_range: Sequence[float], voxel_size: Sequence[float],
