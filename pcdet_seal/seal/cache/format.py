@@ -31,9 +31,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .targets import QUANT_MODES, join_by_coords
+from ..targets import QUANT_MODES, join_by_coords
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(__package__)  # "pcdet_seal.seal.cache", as before the move
 
 PathLike = Union[str, os.PathLike]
 FORMAT_VERSION = 2
