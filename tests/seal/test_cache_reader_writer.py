@@ -23,7 +23,7 @@ from pcdet_seal.seal.cache import (FORMAT_VERSION, HOST, BadFrameError, CacheMet
                                    check_points, parse_shard, select_shard, write_features)
 from pcdet_seal.seal.targets import quantize, teacher_cells
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FP16_REL_ERR = 2.0 ** -11  # half precision rounding, relative
 SHA = np.asarray("ab" * 32)  # the teacher hash every frame file records
 
