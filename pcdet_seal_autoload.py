@@ -5,15 +5,19 @@ over to :mod:`pcdet_seal.autoload` (CPU mode if ``PCDET_SEAL_CPU`` is on, plugin
 ``pcdet.models`` / ``pcdet.datasets`` are imported). ``PCDET_SEAL_AUTOLOAD=0`` turns it off.
 Processes that never import pcdet pay one string comparison per import. Standard library only.
 
-The plugin's environment switches are named here, once, and read with :func:`env_flag`: 1/0,
-true/false, yes/no, on/off in any case (unset or empty: the default); any other value is an error
-naming the variable, raised at the first ``import pcdet``.
+Every environment variable the plugin reads or sets is named here, once (this module is the one
+that must stay standard library only, and everything else may import it): the switches
+``PCDET_SEAL_AUTOLOAD`` and ``PCDET_SEAL_CPU``, read with :func:`env_flag`: 1/0, true/false, yes/no,
+on/off in any case (unset or empty: the default); any other value is an error naming the variable,
+raised at the first ``import pcdet``. ``OPENPCDET_ROOT`` is the checkout that
+``pcdet-seal-link-openpcdet`` links by default.
 """
 import os
 import sys
 
 AUTOLOAD_ENV = "PCDET_SEAL_AUTOLOAD"
 CPU_ENV = "PCDET_SEAL_CPU"
+OPENPCDET_ROOT_ENV = "OPENPCDET_ROOT"
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 

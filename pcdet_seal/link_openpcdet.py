@@ -6,7 +6,7 @@ No ``sys.path`` edits in code: Python's ``site`` module reads the file at start-
 the plugin's own ``pcdet_seal.pth``. ``PATH`` defaults to ``$OPENPCDET_ROOT``, else
 ``/opt/OpenPCDet``. Refuses a folder without ``pcdet/__init__.py``; running it again with the
 same checkout changes nothing; with another checkout it replaces the file and says so.
-Standard library only.
+Standard library only (and ``pcdet_seal_autoload``, also standard library only, for the variable names).
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, OPENPCDET_ROOT_ENV
+
 PROG = "pcdet-seal-link-openpcdet"
 PTH_NAME = "openpcdet_checkout.pth"
-ROOT_ENV = "OPENPCDET_ROOT"
 DEFAULT_ROOT = "/opt/OpenPCDet"
 
 
@@ -31,7 +32,7 @@ class LinkError(RuntimeError):
 
 def default_checkout() -> Path:
     """``$OPENPCDET_ROOT`` if set, else ``/opt/OpenPCDet``."""
-    return Path(os.environ.get(ROOT_ENV) or DEFAULT_ROOT)
+    return Path(os.environ.get(OPENPCDET_ROOT_ENV) or DEFAULT_ROOT)
 
 
 def site_packages() -> Path:
@@ -82,7 +83,7 @@ def write_link(checkout: Path, site_dir: Path) -> tuple[Path, Optional[str]]:
 def resolved_pcdet() -> Optional[str]:
     """Where ``import pcdet`` resolves in a new process of this interpreter (None: not importable)."""
     code = "import importlib.util as u; s = u.find_spec('pcdet'); print(s.origin if s else '')"
-    env = dict(os.environ, PCDET_SEAL_AUTOLOAD="0")  # look the package up without running the plugin's hook
+    env = {**os.environ, AUTOLOAD_ENV: "0"}  # look the package up without running the plugin's hook
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     return result.stdout.strip() or None
 
@@ -92,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Make an OpenPCDet source checkout importable in this Python environment by "
         f"writing {PTH_NAME} into its site-packages.")
     parser.add_argument("path", nargs="?", type=Path, default=None,
-                        help=f"the checkout (the folder holding pcdet/); default ${ROOT_ENV}, else {DEFAULT_ROOT}")
+                        help=f"the checkout (the folder holding pcdet/); default ${OPENPCDET_ROOT_ENV}, "
+                             f"else {DEFAULT_ROOT}")
     return parser
 
 

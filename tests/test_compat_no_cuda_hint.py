@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV
+
 HINT = "PCDET_SEAL_CPU=1"
 
 
 def _env_without_cpu_mode() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PCDET_SEAL_CPU", "PCDET_SEAL_AUTOLOAD")}
+    env = {k: v for k, v in os.environ.items() if k not in (CPU_ENV, AUTOLOAD_ENV)}
     env["CUDA_VISIBLE_DEVICES"] = ""  # no CUDA device, also on a GPU machine
     env["PYTHONWARNINGS"] = "ignore"
     return env

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV
+
 pcdet = pytest.importorskip("pcdet", reason="needs OpenPCDet (pcdet) importable: a checkout + CPU mode is enough")
 pytestmark = pytest.mark.pcdet
 
@@ -103,8 +105,8 @@ def test_stock_train_py_trains_and_evaluates_through_the_startup_hook(cfg):
     # tools/train.py: output_dir = ROOT/output/<cfg path minus first and last part>/<cfg stem>/<extra_tag>
     group = "/".join(str(CONFIG).split("/")[1:-1])
     output_dir = output_root / group / CONFIG.stem / tag
-    env = dict(os.environ, PCDET_SEAL_CPU="1", OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    env.pop("PCDET_SEAL_AUTOLOAD", None)
+    env = dict(os.environ, **{CPU_ENV: "1"}, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    env.pop(AUTOLOAD_ENV, None)
     try:
         result = subprocess.run(
             [sys.executable, "-c", _DRIVER, "--cfg_file", str(CONFIG), "--workers", "0", "--extra_tag", tag,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pcdet_seal_autoload import CPU_ENV
+
 pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="the demo trains with OpenPCDet: needs an importable pcdet checkout")
 pytest.importorskip("matplotlib", reason="the demo's pictures need matplotlib")
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    env = {**os.environ, "PCDET_SEAL_CPU": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, CPU_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--quick", "--out", str(out)],
                          cwd=out, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-4000:]

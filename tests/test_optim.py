@@ -15,6 +15,8 @@ import torch
 from easydict import EasyDict
 from torch import nn
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV
+
 pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
@@ -195,8 +197,8 @@ def test_stock_train_py_binds_the_patched_builders_through_the_startup_hook(tool
             "from train_utils.optimization import build_optimizer, build_scheduler; "
             "print('autoload' if 'pcdet_seal_autoload' in sys.modules else 'no-autoload', "
             "build_optimizer.__code__.co_filename, build_scheduler.__code__.co_filename)")
-    env = {**os.environ, "PCDET_SEAL_CPU": "1"}
-    env.pop("PCDET_SEAL_AUTOLOAD", None)
+    env = {**os.environ, CPU_ENV: "1"}
+    env.pop(AUTOLOAD_ENV, None)
     out = subprocess.run([sys.executable, "-c", code, str(optim._openpcdet_tools_dir())], env=env,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -4,13 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pcdet_seal_autoload import AUTOLOAD_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _modules_after(stmt: str) -> set:
     code = f"import sys; {stmt}; print(' '.join(sorted(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                         env={"PCDET_SEAL_AUTOLOAD": "0", "PATH": "/usr/bin:/bin"})
+                         env={AUTOLOAD_ENV: "0", "PATH": "/usr/bin:/bin"})
     return set(out.stdout.split())
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from pcdet_seal import registry
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV
 
 WATCHER_PROBE = ("import sys; print(any(type(f).__name__ == 'PcdetImportWatcher' for f in sys.meta_path), "
                  "'pcdet_seal' in sys.modules, 'torch' in sys.modules)")
@@ -22,7 +23,7 @@ def _startup_pth_installed() -> bool:
 
 
 def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k not in ("PCDET_SEAL_AUTOLOAD", "PCDET_SEAL_CPU")}
+    environ = {k: v for k, v in os.environ.items() if k not in (AUTOLOAD_ENV, CPU_ENV)}
     environ.update(env, PYTHONWARNINGS="ignore")
     return subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True, text=True, timeout=300)
 
@@ -41,7 +42,7 @@ def test_entries_name_known_tables():
 def test_startup_hook_is_cheap_and_can_be_turned_off():
     on = _run(WATCHER_PROBE)
     assert on.stdout.split() == ["True", "False", "False"], on.stderr  # watching, nothing imported
-    off = _run(WATCHER_PROBE, PCDET_SEAL_AUTOLOAD="0")
+    off = _run(WATCHER_PROBE, **{AUTOLOAD_ENV: "0"})
     assert off.stdout.split() == ["False", "False", "False"], off.stderr
 
 
@@ -95,7 +96,7 @@ class TestWithPcdet:
     def test_startup_hook_registers_when_pcdet_models_is_imported(self):
         probe = ("import pcdet.models, pcdet.datasets, sys; "
                  "print(sorted(k for k in sys.modules['pcdet_seal.registry'].registered()))")
-        result = _run(probe, PCDET_SEAL_CPU="1")
+        result = _run(probe, **{CPU_ENV: "1"})
         assert result.returncode == 0, result.stderr[-3000:]
         expected = sorted(f"{e.table}:{e.name}" for e in registry.ENTRIES)
         assert result.stdout.strip().splitlines()[-1] == str(expected)

@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 
+from pcdet_seal_autoload import AUTOLOAD_ENV
+
 try:
     import tomllib
 except ModuleNotFoundError:  # Python < 3.11: pytest itself depends on tomli there
@@ -146,7 +148,7 @@ def test_startup_hook_is_installed_and_live(tmp_path, source, fake_pcdet, editab
     hooked = subprocess.run([python, "-c", "import pcdet"], **dict(run, env=dict(env, PYTHONPATH=str(fake_pcdet))))
     assert hooked.returncode != 0 and "PCDET_SEAL_CPU=1" in hooked.stderr, hooked.stderr[-2000:]
     plain = subprocess.run([python, "-c", "import pcdet"],
-                           **dict(run, env=dict(env, PYTHONPATH=str(fake_pcdet), PCDET_SEAL_AUTOLOAD="0")))
+                           **dict(run, env=dict(env, PYTHONPATH=str(fake_pcdet), **{AUTOLOAD_ENV: "0"})))
     assert plain.returncode != 0 and "PCDET_SEAL_CPU" not in plain.stderr
     assert "No module named 'pcdet.version'" in plain.stderr
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pcdet_seal_autoload import CPU_ENV
+
 pytest.importorskip("matplotlib", reason="pictures need matplotlib (pip install matplotlib)")
 
 from pcdet_seal.tools.cli import render  # noqa: E402
@@ -86,7 +88,7 @@ def test_the_readme_render_command_works_as_written_on_a_demo_output(tmp_path):
     (tmp_path / "scripts").symlink_to(ROOT / "scripts")  # the command is run from the repository root
     command = _readme_render_command()
     assert command[:2] == ["python", "scripts/render.py"]
-    env = {**os.environ, "PCDET_SEAL_CPU": "1"}
+    env = {**os.environ, CPU_ENV: "1"}
     run = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=600)
     assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]

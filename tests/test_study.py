@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pcdet_seal.tools import study as st
+from pcdet_seal_autoload import CPU_ENV
 
 needs_pcdet = pytest.mark.pcdet
 
@@ -105,7 +106,7 @@ def test_summary_pairs_each_seed_with_its_scratch_run():
 def test_quick_study_writes_a_schema_checked_study_json_and_resumes(tmp_path):
     pytest.importorskip("pcdet", reason="the study trains with OpenPCDet: needs an importable pcdet checkout")
     out = tmp_path / "study"
-    env = {**os.environ, "PCDET_SEAL_CPU": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    env = {**os.environ, CPU_ENV: "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
     cmd = [sys.executable, str(ROOT / "bench" / "study.py"), "--out", str(out), "--quick", "--seeds", "0",
            "--no-progress"]
     first = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pcdet_seal_autoload import AUTOLOAD_ENV, CPU_ENV
+
 pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
@@ -124,8 +126,8 @@ def test_stock_train_py_pretrains_through_the_startup_hook(tmp_path):
     created_root = not output_root.exists()
     run_dir = output_root / Path(*cfg_copy.parent.parts[1:])  # train.py: output/<cfg folder minus its first part>
     out_dir = run_dir / "seal_pretrain_tiny" / "default"
-    env = {**os.environ, "PCDET_SEAL_CPU": "1"}
-    env.pop("PCDET_SEAL_AUTOLOAD", None)
+    env = {**os.environ, CPU_ENV: "1"}
+    env.pop(AUTOLOAD_ENV, None)
     cmd = [sys.executable, "train.py", "--cfg_file", str(cfg_copy), "--workers", "0",
            "--set", "DATA_CONFIG.NUM_FRAMES.train", "4", "DATA_CONFIG.NUM_FRAMES.test", "2",
            "OPTIMIZATION.BATCH_SIZE_PER_GPU", "2", "OPTIMIZATION.NUM_EPOCHS", "1",
