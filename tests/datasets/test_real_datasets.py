@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
 
-from helpers_models import CFGS, load  # noqa: E402
+from helpers_models import CFGS, load, random_teacher_file  # noqa: E402
 from pcdet_seal.tools.cli import seal_features  # noqa: E402
 
 FP16_TOL = 2.0 ** -11 + 1e-6  # cache float16 rounding of unit features, plus summation order
@@ -132,17 +132,11 @@ def _teacher_cells_and_features(teacher, xyz: np.ndarray, feature: float, cell):
 @pytest.fixture(scope="module")
 def teacher_file(tmp_path_factory):
     """A randomly initialised, reduced-width Res16UNet with 64 outputs, converted like a Seal file."""
-    from me_reference import me_state_dict_spec, random_me_state_dict
-    from pcdet_seal.seal.checkpoint import convert_checkpoint
     from pcdet_seal.seal.minkunet import Res16UNetArch
 
     arch = Res16UNetArch(out_channels=64, init_dim=8, planes=(8, 16, 16, 16, 16, 16, 8, 8),
                          layers=(1, 1, 1, 1, 1, 1, 1, 1))
-    folder = tmp_path_factory.mktemp("teacher")
-    state = random_me_state_dict(me_state_dict_spec(1, 64, 8, arch.planes, arch.layers), seed=3)
-    torch.save({"model_points": state}, folder / "seal.pt")
-    convert_checkpoint(folder / "seal.pt", folder / "teacher.pth", arch)
-    return folder / "teacher.pth"
+    return random_teacher_file(tmp_path_factory.mktemp("teacher") / "teacher.pth", arch, seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -320,14 +314,11 @@ def test_a_missing_frame_gets_the_online_teacher_when_configured(written, tmp_pa
 
 def test_fallback_teacher_must_be_the_one_that_wrote_the_cache(written, tmp_path, teacher_file):
     """ON_MISSING online with another teacher's weights would mix two teachers' targets silently."""
-    from me_reference import me_state_dict_spec, random_me_state_dict
     from pcdet_seal.seal.cache import SealCacheError
-    from pcdet_seal.seal.checkpoint import convert_checkpoint, load_teacher
+    from pcdet_seal.seal.checkpoint import load_teacher
 
     arch = load_teacher(teacher_file)[0].arch
-    state = random_me_state_dict(me_state_dict_spec(1, 64, 8, arch.planes, arch.layers), seed=4)
-    torch.save({"model_points": state}, tmp_path / "other.pt")
-    convert_checkpoint(tmp_path / "other.pt", tmp_path / "other.pth", arch)
+    random_teacher_file(tmp_path / "other.pth", arch, seed=4)
     with pytest.raises(SealCacheError, match="teacher_sha256"):
         _missing_frame_setup(written, tmp_path, ON_MISSING="online", TEACHER_CKPT=str(tmp_path / "other.pth"))
 
