@@ -3,7 +3,8 @@ synthetic frames, so one pre-training step takes about a second on a CPU.
 
 The Seal teacher stand-in is a randomly initialised, reduced-width spconv Res16UNet
 (``RANDOM_TEACHER`` + ``TEACHER_ARCH`` of cfgs/demo/seal_pretrain_tiny.yaml), or an offline
-cache written with ``pcdet_seal.seal.cache`` from random unit features (cache-mode tests).
+cache written with ``pcdet_seal.seal.cache`` from random unit features (cache-mode tests), or a
+teacher file (:func:`random_teacher_file`) where a test needs a checkpoint on disk.
 """
 from __future__ import annotations
 
@@ -61,3 +62,18 @@ def tiny_pretrain():
 
     registry.register()
     return small_frames(load(TINY_PRETRAIN))
+
+
+def random_teacher_file(path: Path, arch, seed: int = 0) -> Path:
+    """A random MinkowskiEngine-layout Res16UNet of ``arch`` (tests/me_reference.py) saved as a Seal
+    file next to ``path`` (same name, ``.pt``) and converted into ``path`` as a real one would be."""
+    import torch
+
+    from me_reference import me_state_dict_spec, random_me_state_dict
+    from pcdet_seal.seal.checkpoint import convert_checkpoint
+
+    spec = me_state_dict_spec(arch.in_channels, arch.out_channels, arch.init_dim, arch.planes, arch.layers)
+    source = path.with_suffix(".pt")
+    torch.save({"model_points": random_me_state_dict(spec, seed)}, source)
+    convert_checkpoint(source, path, arch)
+    return path

@@ -75,15 +75,13 @@ def test_resume_skips_finished_frames_and_shards_partition(tmp_path):
 @pytest.mark.spconv
 def test_seal_features_script_end_to_end(tmp_path, capsys):
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
-    from me_reference import me_state_dict_spec, random_me_state_dict
-    from pcdet_seal.seal.checkpoint import convert_checkpoint, load_teacher
+    from helpers_models import random_teacher_file
+    from pcdet_seal.seal.checkpoint import load_teacher
     from pcdet_seal.seal.minkunet import Res16UNetArch
     from pcdet_seal.seal.targets import teacher_input
 
     arch = Res16UNetArch(out_channels=16, init_dim=8, planes=(8, 16, 16, 24, 16, 16, 8, 8))
-    state = random_me_state_dict(me_state_dict_spec(1, 16, 8, arch.planes, arch.layers), seed=5)
-    torch.save({"model_points": state}, tmp_path / "seal.pt")
-    convert_checkpoint(tmp_path / "seal.pt", tmp_path / "teacher.pth", arch)
+    random_teacher_file(tmp_path / "teacher.pth", arch, seed=5)
     lidar = tmp_path / "lidar"
     lidar.mkdir()
     g = np.random.default_rng(0)

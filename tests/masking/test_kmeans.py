@@ -5,7 +5,7 @@ import torch
 
 from pcdet_seal.masking.kmeans import kmeans
 
-from helpers_core import blob_features
+from helpers_masking import blob_features
 
 sklearn_cluster = pytest.importorskip("sklearn.cluster")
 

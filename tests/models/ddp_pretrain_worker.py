@@ -1,4 +1,4 @@
-"""One rank of the two-process DDP pre-training check (run by tests/test_models_ddp.py).
+"""One rank of the two-process DDP pre-training check (run by tests/models/test_ddp.py).
 
 SealMAE in ``DistributedDataParallel`` (gloo, CPU, no ``device_ids``, no
 ``find_unused_parameters``), data from OpenPCDet's ``build_dataloader(dist=True)``, Seal targets
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for helpers_models
 
 
 def main() -> int:

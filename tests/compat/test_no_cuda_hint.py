@@ -42,7 +42,7 @@ def test_stock_train_py_says_how_to_enable_cpu_mode():
     tools = Path(list(spec.submodule_search_locations)[0]).parent / "tools"
     if not (tools / "train.py").is_file():
         pytest.skip(f"no tools/train.py next to pcdet at {tools.parent}")
-    config = Path(__file__).resolve().parents[1] / "cfgs" / "demo" / "dsvt_centerpoint_tiny.yaml"
+    config = Path(__file__).resolve().parents[2] / "cfgs" / "demo" / "dsvt_centerpoint_tiny.yaml"
     result = subprocess.run([sys.executable, "train.py", "--cfg_file", str(config), "--extra_tag", "never_created"],
                             cwd=tools, env=_env_without_cpu_mode(), capture_output=True, text=True, timeout=300)
     assert result.returncode != 0

@@ -19,7 +19,7 @@ from pcdet_seal.export.waymo_submission import (  # noqa: E402
     write_submission_tar,
 )
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "waymo_submission.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "waymo_submission.py"
 META = SubmissionMeta(account_name="me@example.com", unique_method_name="PICTURE", authors=["A"], affiliation="Lab")
 
 

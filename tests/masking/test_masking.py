@@ -8,10 +8,10 @@ import pytest
 import torch
 import yaml
 
-from helpers_core import blob_features, coords_for
+from helpers_masking import blob_features, coords_for
 from pcdet_seal.masking import MASKERS, build_masker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [ROOT / "cfgs" / "seal_pretrain.yaml", ROOT / "cfgs" / "seal_pretrain_nuscenes.yaml",
            ROOT / "cfgs" / "demo" / "seal_pretrain_tiny.yaml"]
 GRID = {"VOXEL_SIZE": [0.4, 0.4, 0.2], "POINT_CLOUD_RANGE": [-40.0, -40.0, -2.0, 40.0, 40.0, 4.0]}

@@ -3,7 +3,6 @@ Seal teacher whose feature width differs from the config's is refused before the
 from __future__ import annotations
 
 import pytest
-import torch
 
 from pcdet_seal.tools.cli import demo
 
@@ -25,14 +24,11 @@ def test_a_non_empty_out_is_refused_unless_overwrite(tmp_path, capsys):
 def test_a_teacher_of_the_wrong_width_is_refused_before_the_cache_is_written(tmp_path, capsys):
     pytest.importorskip("pcdet", reason="the demo needs an importable OpenPCDet (pcdet) checkout")
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
-    from me_reference import me_state_dict_spec, random_me_state_dict
-    from pcdet_seal.seal.checkpoint import convert_checkpoint
+    from helpers_models import random_teacher_file
     from pcdet_seal.seal.minkunet import Res16UNetArch
 
     arch = Res16UNetArch(out_channels=16, init_dim=8, planes=(8, 16, 16, 24, 16, 16, 8, 8))
-    torch.save({"model_points": random_me_state_dict(me_state_dict_spec(1, 16, 8, arch.planes, arch.layers), 1)},
-               tmp_path / "seal16.pt")
-    convert_checkpoint(tmp_path / "seal16.pt", tmp_path / "seal16.pth", arch)
+    random_teacher_file(tmp_path / "seal16.pth", arch, seed=1)
     out = tmp_path / "demo"
     assert demo.main(["--quick", "--out", str(out), "--seal-ckpt", str(tmp_path / "seal16.pth")]) == 2
     err = capsys.readouterr().err

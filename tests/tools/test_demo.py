@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="the demo trains with OpenPCDet: needs an importable pcdet checkout")
 pytest.importorskip("matplotlib", reason="the demo's pictures need matplotlib")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

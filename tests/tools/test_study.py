@@ -16,7 +16,7 @@ from pcdet_seal_autoload import CPU_ENV
 
 needs_pcdet = pytest.mark.pcdet
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _flatten(obj, prefix=""):

@@ -20,7 +20,7 @@ from pcdet_seal import register  # noqa: E402
 from pcdet_seal.datasets import SyntheticLidarDataset  # noqa: E402
 from pcdet_seal.datasets.synthetic_dataset import parse_frame_id  # noqa: E402
 
-DEMO = Path(__file__).resolve().parents[1] / "cfgs" / "demo"
+DEMO = Path(__file__).resolve().parents[2] / "cfgs" / "demo"
 DATASET_YAML = DEMO / "synthetic_dataset.yaml"
 CLASS_NAMES = ["Vehicle", "Pedestrian", "Cyclist"]
 # Keys a demo config may set differently from synthetic_dataset.yaml (pre-training: no augmentation).

@@ -18,7 +18,7 @@ pytest.importorskip("matplotlib", reason="pictures need matplotlib (pip install 
 
 from pcdet_seal.tools.cli import render  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_pictures_data_is_consistent_with_i2mask():

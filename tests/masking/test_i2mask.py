@@ -16,9 +16,9 @@ from pcdet_seal.masking.i2mask import (
     partition_clusters,
 )
 
-from helpers_core import blob_features, coords_for
+from helpers_masking import blob_features, coords_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def brute_force_partition(centres: list[list[float]], sizes=(3, 3, 2)) -> list[list[int]]:

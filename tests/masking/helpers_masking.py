@@ -1,4 +1,4 @@
-"""Synthetic feature sets shared by the core tests."""
+"""Synthetic feature sets shared by the masking tests (tests/masking/)."""
 from __future__ import annotations
 
 import torch

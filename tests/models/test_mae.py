@@ -12,17 +12,7 @@ pytestmark = [pytest.mark.pcdet, pytest.mark.spconv]
 pytest.importorskip("pcdet", reason="needs an importable OpenPCDet (pcdet) checkout")
 pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
 
-from helpers_models import batch, dataset, network, tiny_pretrain  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return tiny_pretrain()
-
-
-@pytest.fixture(scope="module")
-def ds(cfg):
-    return dataset(cfg)
+from helpers_models import batch, dataset, network  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from pcdet.models import build_network, load_data_to_gpu, model_fn_decorator  # 
 
 from pcdet_seal import compat, ops, register  # noqa: E402
 
-CONFIG = Path(__file__).resolve().parents[1] / "cfgs" / "demo" / "dsvt_centerpoint_tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[2] / "cfgs" / "demo" / "dsvt_centerpoint_tiny.yaml"
 
 
 @pytest.fixture(scope="module")
