@@ -5,8 +5,10 @@ native scatter ops; the coordinate join lives in :mod:`pcdet_seal.geometry`.
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+import itertools
+from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
 from pcdet_seal.geometry import linearize
@@ -168,3 +170,43 @@ def points_to_cells(xyz: torch.Tensor, point_feats: torch.Tensor, cell_size: Seq
     total = feats.new_zeros(m, feats.shape[1]).index_add_(0, cells.point2cell, feats)
     count = torch.bincount(cells.point2cell, minlength=m).to(feats.dtype)
     return cells.coords[:, 1:].int(), total / count[:, None]
+
+
+def teacher_features(teacher: torch.nn.Module, cell_size: Sequence[float], quant: str, feature_channel: int,
+                     feature_scale: float, tanh_feature: bool = False,
+                     xy_range: Optional[Sequence[float]] = None, z_range: Optional[Sequence[float]] = None,
+                     device: Optional[torch.device] = None
+                     ) -> Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]:
+    """The teacher as a feature function for the cache writer: points (N, ≥4) of one frame →
+    (cell coords (M, 3) int32, teacher features (M, C) on the CPU).
+
+    Args:
+        xy_range: ``(x_min, y_min, x_max, y_max)``: drop points outside it first (None: keep all).
+        z_range: ``(z_min, z_max)``: drop points outside it (``MASK_Z``; None: keep all).
+        tanh_feature: apply tanh to ``feature_channel`` before the teacher.
+        device: where the teacher runs (default: the device of its parameters).
+    """
+    if device is None:  # a frozen teacher may hold its weights as buffers
+        held = next(itertools.chain(teacher.parameters(), teacher.buffers()), None)
+        device = held.device if held is not None else torch.device("cpu")
+
+    @torch.no_grad()
+    def run(points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
+        keep = torch.ones(pts.shape[0], dtype=torch.bool)
+        if xy_range is not None:
+            for axis in (0, 1):
+                keep &= (pts[:, axis] >= xy_range[axis]) & (pts[:, axis] <= xy_range[axis + 2])
+        if z_range is not None:
+            keep &= (pts[:, 2] >= z_range[0]) & (pts[:, 2] <= z_range[1])
+        pts = pts[keep]
+        if tanh_feature:
+            pts = pts.clone()
+            pts[:, feature_channel] = torch.tanh(pts[:, feature_channel])
+        pts = pts.to(device)
+        batch = torch.zeros(pts.shape[0], dtype=torch.long, device=device)
+        cells, feats = teacher_input(pts, batch, cell_size, quant, feature_channel, feature_scale)
+        out = teacher(cells.coords, feats)
+        return cells.coords[:, 1:].int().cpu(), out.cpu()
+
+    return run

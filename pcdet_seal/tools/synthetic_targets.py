@@ -22,9 +22,9 @@ def write_targets(pre_cfg: Any, cache_dir: Path, seal_ckpt: Optional[Path], devi
     ``config_name`` in the error, before any frame).
     Finished frames are kept. Returns ``{"teacher": "stand-in" | "seal", "teacher_id": ...}``.
     """
-    from pcdet_seal.seal.cache import CacheMeta, FeatureCacheWriter
+    from pcdet_seal.seal.cache import CacheMeta, FeatureCacheWriter, Frame, write_features
     from pcdet_seal.seal.standin import StandInTeacher, write_standin_cache
-    from pcdet_seal.seal.targets import teacher_input
+    from pcdet_seal.seal.targets import teacher_features
     from pcdet_seal.seal.teacher_settings import resolve_teacher_settings
     from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 
@@ -40,12 +40,12 @@ def write_targets(pre_cfg: Any, cache_dir: Path, seal_ckpt: Optional[Path], devi
             frame = generate_frame(seed, index, synthetic)
             yield frame["frame_id"], frame["points"], frame["point_labels"]
 
-    bar = tqdm(total=count, desc="Seal targets", unit="scene", disable=not progress)
     if seal_ckpt is None:
         teacher = StandInTeacher()
         logger.info("teacher: STAND-IN (superclass label embedding + class-dependent noise, "
                     "pcdet_seal.seal.standin; no Seal checkpoint given)")
-        write_standin_cache(teacher, frames(), cache_dir, cell, quant, progress=bar)
+        with tqdm(total=count, desc="Seal targets", unit="scene", disable=not progress) as bar:
+            write_standin_cache(teacher, frames(), cache_dir, cell, quant, progress=bar)
         info = {"teacher": "stand-in", "teacher_id": teacher.teacher_id}
     else:
         from pcdet_seal.seal.checkpoint import check_teacher_width, load_teacher
@@ -58,16 +58,10 @@ def write_targets(pre_cfg: Any, cache_dir: Path, seal_ckpt: Optional[Path], devi
         writer = FeatureCacheWriter(cache_dir, CacheMeta(
             teacher_id=meta["source_file"], teacher_sha256=meta["source_sha256"], quant_mode=quant,
             cell_size=tuple(cell), feature_dim=teacher.arch.out_channels))
-        for frame_id, points, _ in frames():
-            if not writer.has(frame_id):
-                pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32)).to(device)
-                keep = settings.keep(pts[:, :3])
-                pts = pts if keep is None else pts[keep]
-                cells, feats = teacher_input(pts, torch.zeros(len(pts), dtype=torch.long, device=device), cell,
-                                             quant, settings.feature_channel, settings.feature_scale)
-                with torch.no_grad():
-                    writer.write(frame_id, cells.coords[:, 1:].int(), teacher(cells.coords, feats))
-            bar.update(1)
+        # the same teacher -> cache path as the feature job (scripts/seal_features.py)
+        fn = teacher_features(teacher, cell, quant, settings.feature_channel, settings.feature_scale,
+                              z_range=settings.z_range if settings.mask_z else None, device=device)
+        scenes = [Frame(frame_id, lambda points=points: points) for frame_id, points, _ in frames()]
+        write_features(scenes, fn, writer, progress=progress)
         info = {"teacher": "seal", "teacher_id": meta["source_file"]}
-    bar.close()
     return info

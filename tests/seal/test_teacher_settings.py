@@ -86,12 +86,15 @@ def test_the_feature_job_resolves_cells_as_training_does():
 def test_the_feature_job_crops_z_for_the_teacher():
     pytest.importorskip("spconv", reason="needs spconv (pip install spconv-cu120)")
     from pcdet_seal.seal.minkunet import Res16UNet, Res16UNetArch, SealTeacher
+    from pcdet_seal.seal.targets import teacher_features
 
     teacher = SealTeacher(Res16UNet(Res16UNetArch(planes=(8,) * 8, layers=(1,) * 8, init_dim=8)))
     gen = torch.Generator().manual_seed(0)
     points = torch.cat([torch.rand(200, 3, generator=gen) * torch.tensor([20.0, 20.0, 12.0])
                         - torch.tensor([10.0, 10.0, 7.0]), torch.rand(200, 1, generator=gen)], 1).numpy()
-    run = seal_features.teacher_features(teacher, VOXEL, "cartesian", 3, 1.0, False, NUSCENES_RANGE, True)
+    crop = NUSCENES_RANGE  # as the feature job maps --point-cloud-range with --mask-z (or the config's MASK_Z)
+    run = teacher_features(teacher, VOXEL, "cartesian", 3, 1.0, False, xy_range=[*crop[:2], *crop[3:5]],
+                           z_range=[crop[2], crop[5]])
     with torch.no_grad():
         coords, _ = run(points)
     z = coords[:, 2].float() * VOXEL[2]

@@ -34,7 +34,7 @@ import torch
 from pcdet_seal.seal.cache import (DTYPES, CacheMeta, FeatureCacheWriter, FeatureFn, Frame,
                                    SealCacheError, parse_shard, write_features)
 from pcdet_seal.seal.checkpoint import SealCheckpointError, check_teacher_width, load_teacher
-from pcdet_seal.seal.targets import QUANT_MODES, teacher_input
+from pcdet_seal.seal.targets import QUANT_MODES, teacher_features
 from pcdet_seal.seal.teacher_settings import MissingCellSizeError, TeacherSettings, resolve_teacher_settings
 
 logger = logging.getLogger("seal_features")
@@ -72,31 +72,6 @@ def callable_frames(spec: str) -> list[Frame]:
         load = item if callable(item) else (lambda item=item: np.asarray(item))
         frames.append(Frame(str(frame_id), load))
     return frames
-
-
-def teacher_features(teacher: torch.nn.Module, cell_size: Sequence[float], quant: str,
-                     feature_channel: int, feature_scale: float, tanh_feature: bool,
-                     point_cloud_range: Optional[Sequence[float]], mask_z: bool) -> FeatureFn:
-    """Points (N, >=4) of one frame → (cell coords (M, 3) int32, teacher features (M, C))."""
-
-    def run(points: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        pts = torch.from_numpy(np.ascontiguousarray(points, dtype=np.float32))
-        if point_cloud_range is not None:
-            lo, hi = point_cloud_range[:3], point_cloud_range[3:]
-            axes = 3 if mask_z else 2
-            keep = torch.ones(pts.shape[0], dtype=torch.bool)
-            for a in range(axes):
-                keep &= (pts[:, a] >= lo[a]) & (pts[:, a] <= hi[a])
-            pts = pts[keep]
-        if tanh_feature:
-            pts = pts.clone()
-            pts[:, feature_channel] = torch.tanh(pts[:, feature_channel])
-        batch = torch.zeros(pts.shape[0], dtype=torch.long)
-        cells, feats = teacher_input(pts, batch, cell_size, quant, feature_channel, feature_scale)
-        out = teacher(cells.coords, feats)
-        return cells.coords[:, 1:].int(), out.cpu()
-
-    return run
 
 
 def config_frames(args: argparse.Namespace) -> tuple[list[Frame], dict[str, Any]]:
@@ -245,8 +220,10 @@ def main(argv: Optional[Sequence[str]] = None,
         crop = args.point_cloud_range
         if resolved.mask_z:  # the config's MASK_Z: crop z as training does (the dataset crops x, y)
             crop = settings["POINT_CLOUD_RANGE"]
-        fn = teacher_features(teacher, args.cell_size, args.quant, args.feature_channel,
-                              args.feature_scale, args.tanh_feature, crop, args.mask_z or resolved.mask_z)
+        fn = teacher_features(teacher, args.cell_size, args.quant, args.feature_channel, args.feature_scale,
+                              args.tanh_feature, xy_range=None if crop is None else [*crop[:2], *crop[3:5]],
+                              z_range=[crop[2], crop[5]] if crop is not None and (args.mask_z or resolved.mask_z)
+                              else None, device=device)
         logger.info("teacher %s on %s; %d frames in the source", meta.teacher_id, device, len(frames))
         stats = write_features(frames, fn, writer, shard, progress=not args.no_progress, verify=args.verify,
                                skip_bad_frames=args.skip_bad_frames)
