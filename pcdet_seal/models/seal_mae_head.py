@@ -63,6 +63,16 @@ class SealMAEHead(nn.Module):
             batch_dict["pred_points"] = pred_points + centers[:, None, :]
         return batch_dict
 
+    @torch.no_grad()
+    def predict_mean_loss(self, target: torch.Tensor, valid: torch.Tensor) -> float:
+        """``loss_seal`` of predicting the batch's mean target for every masked voxel: the level the
+        Seal branch must beat to have learnt anything beyond the average feature (predicting zero is
+        a far weaker baseline when targets share a common direction; docs/method.md §3)."""
+        if not bool(valid.any()):
+            return 0.0
+        mean = target[valid].mean(dim=0, keepdim=True).expand_as(target)
+        return float(masked_smooth_l1(mean, target, valid, beta=self.beta))
+
     def get_loss(self) -> tuple[torch.Tensor, dict]:
         """``(loss, tb_dict)`` with ``loss_coord``, ``loss_seal`` and the weighted total."""
         d = self.forward_ret_dict
@@ -75,5 +85,6 @@ class SealMAEHead(nn.Module):
         loss_seal = masked_smooth_l1(d["pred_seal"], d["seal_target"], d["seal_valid"], beta=self.beta)
         loss = self.coord_weight * loss_coord + self.seal_weight * loss_seal
         tb_dict = {"loss_coord": loss_coord.item(), "loss_seal": loss_seal.item(), "loss_mae": loss.item(),
+                   "loss_seal_predict_mean": self.predict_mean_loss(d["seal_target"], d["seal_valid"]),
                    "num_masked": n, "num_masked_valid": int(d["seal_valid"].sum())}
         return loss, tb_dict

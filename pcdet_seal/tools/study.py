@@ -509,7 +509,8 @@ class Study:
         cfg = pretrain_config(self.base_pre, self.grid, arm, cache_dir, ratio)
         start = time.perf_counter()
         model, info = train_model(cfg, self.device, seed, f"pre-train {arm.name} seed {seed}", self.grid.batch_size,
-                                  stats_keys=("loss_coord", "loss_seal", "mask_ratio"), progress=self.progress)
+                                  stats_keys=("loss_coord", "loss_seal", "loss_seal_predict_mean", "mask_ratio"),
+                                  progress=self.progress)
         ckpt = self.pretrain_checkpoint(arm.name, seed)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         tmp = ckpt.with_name(f".{ckpt.name}.tmp")
@@ -530,6 +531,7 @@ class Study:
             "loss_first": _mean_tail(hist["loss"][:10]), "loss_last": _mean_tail(hist["loss"]),
             "loss_coord_last": _mean_tail(hist.get("loss_coord", [])),
             "loss_seal_last": _mean_tail(hist.get("loss_seal", [])),
+            "loss_seal_predict_mean_last": _mean_tail(hist.get("loss_seal_predict_mean", [])),
             "seconds": round(time.perf_counter() - start, 1)}, key=("arm", "seed"))
 
     def run_finetune(self, store: StudyFile, arm: str, seed: int, budget: str) -> None:

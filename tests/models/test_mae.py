@@ -36,7 +36,7 @@ def _grad_norm(params):
 def test_training_step_gives_finite_loss_and_logs_every_term(step):
     model, data, ret, tb, _ = step
     assert torch.isfinite(ret["loss"])
-    for key in ("loss", "loss_coord", "loss_seal", "mask_ratio", "num_masked", "num_voxels"):
+    for key in ("loss", "loss_coord", "loss_seal", "loss_seal_predict_mean", "mask_ratio", "num_masked", "num_voxels"):
         assert key in tb and math.isfinite(tb[key]), key
     assert 0.0 < tb["mask_ratio"] < 1.0
     assert tb["loss"] == pytest.approx(1.0 * tb["loss_coord"] + 3.0 * tb["loss_seal"], rel=1e-5)
@@ -209,3 +209,26 @@ def test_one_cuda_step_is_finite(cfg, ds):
     assert torch.isfinite(ret["loss"])
     assert 0.0 < tb["mask_ratio"] < 0.9
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_predict_mean_baseline_is_the_loss_of_the_mean_target():
+    """``loss_seal_predict_mean``: what predicting the batch's mean target costs. Targets sharing a
+    common direction make it far lower than predicting zero; identical targets make it zero."""
+    from easydict import EasyDict
+
+    from pcdet_seal.models.seal_mae_head import SealMAEHead
+
+    head = SealMAEHead(EasyDict(NUM_SEAL_FEATURES=4), 8, [0.4, 0.4, 0.4], [0, 0, 0, 4, 4, 4])
+    gen = torch.Generator().manual_seed(0)
+    common = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    target = common + 0.1 * torch.randn(50, 4, generator=gen)
+    valid = torch.ones(50, dtype=torch.bool)
+    valid[:5] = False
+    target[:5] = 100.0  # invalid rows take no part in the mean or the loss
+    zero = float(torch.nn.functional.smooth_l1_loss(torch.zeros(45, 4), target[5:]))
+    mean = target[5:].mean(0, keepdim=True).expand(45, 4)
+    expected = float(torch.nn.functional.smooth_l1_loss(mean, target[5:]))
+    assert head.predict_mean_loss(target, valid) == pytest.approx(expected)
+    assert head.predict_mean_loss(target, valid) < zero / 20
+    assert head.predict_mean_loss(common.expand(50, 4), valid) == 0.0
+    assert head.predict_mean_loss(target, torch.zeros(50, dtype=torch.bool)) == 0.0
