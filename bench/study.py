@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="fine-tune every arm at every budget (default: the study's priority grid)")
     detection.add_argument("--no-detection", action="store_true",
                            help="pre-training and linear probes only (no fine-tuning); rerun without it to add them")
+    parser.add_argument("--report", action="store_true",
+                        help="only write study.md and study.png from the study.json in --out (e.g. of an interrupted "
+                             "study; rows not run are absent from the table); runs nothing")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--gpu", action="store_true", help="run on CUDA")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -57,6 +60,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from pcdet_seal.tools.startup import prepare_device
 
     args = build_parser().parse_args(argv)
+    if args.report:
+        return report(args.out)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
@@ -79,6 +84,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     chart(data, study.out / "study.png")
     print(table)
     print(f"wrote {study.out / 'study.json'}, study.md and study.png")
+    return 0
+
+
+def report(out: Path) -> int:
+    """study.md and study.png from ``out/study.json`` as it stands (summary recomputed)."""
+    import json
+
+    from pcdet_seal.tools.study import chart, markdown_table, summarize, write_atomic
+
+    path = Path(out) / "study.json"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        print(f"error: {path}: no readable study ({error})", file=sys.stderr)
+        return 2
+    data["summary"] = summarize(data)
+    table = markdown_table(data)
+    write_atomic(Path(out) / "study.md", table)
+    chart(data, Path(out) / "study.png")
+    print(table)
+    print(f"wrote {Path(out) / 'study.md'} and study.png from {path} (nothing run)")
     return 0
 
 

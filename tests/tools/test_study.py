@@ -167,3 +167,26 @@ def test_picture_pretrains_per_seed_and_other_arms_share_one_pretraining(bases, 
     ckpt, row = study.initial_encoder(store, "coord", 4)
     assert ckpt.name == f"coord_seed{shared}.pth" and row["seed"] == shared
     assert study.initial_encoder(store, "scratch", 4) == (None, None)
+
+
+def test_report_writes_table_and_chart_of_a_partial_study_without_running(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_study", ROOT / "bench" / "study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def run(arm, seed, value):
+        return {"arm": arm, "seed": seed, "budget": 0.125, "map_bev": value, "map_3d": value,
+                "ap": {"Vehicle": {"bev": value, "3d": value}}}
+
+    data = {"config_hash": "h", "commit": "c", "optimizer": "all", "seeds": [0, 1], "grid": {"val_frames": 1,
+            "pool_frames": 1}, "runs": [run("scratch", 0, 10.0), run("scratch", 1, 20.0), run("picture", 0, 13.0),
+                                        run("picture", 1, 21.0)], "probes": [], "pretrain": []}
+    (tmp_path / "study.json").write_text(json.dumps(data))
+    assert bench.main(["--out", str(tmp_path), "--report"]) == 0
+    assert "+2.0 ± 1.4" in (tmp_path / "study.md").read_text()
+    assert (tmp_path / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "study.json").read_text()) == data  # nothing run, nothing rewritten
+    assert bench.main(["--out", str(tmp_path / "none"), "--report"]) == 2
+    assert "no readable study" in capsys.readouterr().err
