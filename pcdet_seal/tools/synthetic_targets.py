@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 import torch
 from tqdm import tqdm
 

@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from pcdet_seal.seal.cache import (DTYPES, CacheMeta, FeatureCacheWriter, FeatureFn, Frame,
+from pcdet_seal.seal.cache import (DTYPES, CacheMeta, FeatureCacheWriter, Frame,
                                    SealCacheError, parse_shard, write_features)
 from pcdet_seal.seal.checkpoint import SealCheckpointError, check_teacher_width, load_teacher
 from pcdet_seal.seal.targets import QUANT_MODES, teacher_features
