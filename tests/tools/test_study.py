@@ -57,14 +57,17 @@ def test_pretraining_configs_differ_only_in_the_intended_keys(bases, tmp_path):
     picture = _flatten(st.pretrain_config(pre, grid, st.ARMS["picture"], tmp_path, None))
     assert picture["MODEL.SEAL_TARGET.MODE"] == "cache" and picture["MODEL.MASKING.NAME"] == "I2Mask"
     assert picture["MODEL.DENSE_HEAD.LOSS_WEIGHTS"] == [1.0, 3.0]
+    assert picture["MODEL.DENSE_HEAD.SEAL_TARGET_NORM"] == "none"  # the paper's raw targets
     expected = {
         "coord": {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [1.0, 0.0], "MODEL.MASKING.NAME": "RandomMask",
                   "MODEL.MASKING.MASK_RATIO": 0.4321},
         "seal": {"MODEL.DENSE_HEAD.LOSS_WEIGHTS": [0.0, 3.0]},
         "picture_random": {"MODEL.MASKING.NAME": "RandomMask", "MODEL.MASKING.MASK_RATIO": 0.4321},
+        "picture_norm": {"MODEL.DENSE_HEAD.SEAL_TARGET_NORM": "channel"},
         "picture_short": {"OPTIMIZATION.NUM_EPOCHS": grid.pretrain_epochs // 2},
         "picture_long": {"OPTIMIZATION.NUM_EPOCHS": grid.pretrain_epochs * 2},
     }
+    assert set(expected) | {"picture"} == {name for name, arm in st.ARMS.items() if arm.overrides is not None}
     for name, changes in expected.items():
         cfg = _flatten(st.pretrain_config(pre, grid, st.ARMS[name], tmp_path, 0.43214))
         diff = {k: v for k, v in cfg.items() if picture[k] != v}
