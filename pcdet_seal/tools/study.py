@@ -219,9 +219,11 @@ def data_code_hash() -> str:
 
 
 def config_hash(grid: Grid, optimizer: str, base_pre: Any, base_fine: Any, teacher: str = "stand-in") -> str:
-    """Short hash of everything that defines a study cell: grid, optimizer choice, both base configs,
-    the arms' overrides, the probe's and the evaluation's fixed settings, the teacher (``"stand-in"``
-    or the Seal checkpoint's sha256) and the code that generates scenes and stand-in targets."""
+    """Short hash of everything a study's cells share: grid, optimizer choice, both base configs, the
+    probe's and the evaluation's fixed settings, the teacher (``"stand-in"`` or the Seal checkpoint's
+    sha256) and the code that generates scenes and stand-in targets. What an arm changes is not in
+    it: ``study.json`` records each arm's definition (:func:`arm_definition`) and a resumed study
+    refuses an arm defined differently, so adding an arm keeps the other arms' results."""
     from pcdet_seal.tools.probe import ProbeRecipe
     from pcdet_seal.tools.training import LOOSE_IOU
 
@@ -230,9 +232,16 @@ def config_hash(grid: Grid, optimizer: str, base_pre: Any, base_fine: Any, teach
 
     blob = json.dumps({"version": STUDY_VERSION, "grid": asdict(grid), "optimizer": optimizer, "teacher": teacher,
                        "pretrain": plain(base_pre), "finetune": plain(base_fine),
-                       "arms": {name: asdict(arm) for name, arm in ARMS.items()}, "probe": asdict(ProbeRecipe()),
+                       "probe": asdict(ProbeRecipe()),
                        "loose_iou": LOOSE_IOU, "data_code": data_code_hash()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def arm_definition(arm: Arm) -> dict[str, Any]:
+    """What makes an arm's results: its overrides, iteration factor and mask-ratio rule (not its
+    description), in JSON form."""
+    return json.loads(json.dumps({"overrides": arm.overrides, "iters_factor": arm.iters_factor,
+                                  "mask_ratio_of_picture": arm.mask_ratio_of_picture}, sort_keys=True))
 
 
 # --- the result file ----------------------------------------------------------------------------
@@ -277,6 +286,12 @@ class StudyFile:
                 raise StudySetupError(f"{self.path} holds a study with config hash {data.get('config_hash')}, not "
                                       f"{header['config_hash']} (other grid, configs, optimizer, teacher or scene "
                                       f"code): choose another --out")
+            for name, arm in header["arms"].items():
+                recorded = data.get("arms", {}).get(name)
+                if recorded is not None and arm_definition(Arm(**recorded)) != arm_definition(Arm(**arm)):
+                    raise StudySetupError(f"{self.path}: arm {name!r} was run with another definition "
+                                          f"({arm_definition(Arm(**recorded))}, now {arm_definition(Arm(**arm))}): "
+                                          f"choose another --out")
             data["seeds"] = sorted(set(data.get("seeds", [])) | set(header["seeds"]))
             data["arms"] = {**header["arms"], **data.get("arms", {})}
             self.data = data

@@ -193,3 +193,20 @@ def test_report_writes_table_and_chart_of_a_partial_study_without_running(tmp_pa
     assert json.loads((tmp_path / "study.json").read_text()) == data  # nothing run, nothing rewritten
     assert bench.main(["--out", str(tmp_path / "none"), "--report"]) == 2
     assert "no readable study" in capsys.readouterr().err
+
+
+def test_resumed_study_keeps_other_arms_and_refuses_a_redefined_arm(tmp_path):
+    """The hash leaves the arm table out: adding an arm keeps a study's results, but an arm whose
+    overrides changed since its rows were written is refused."""
+    from dataclasses import asdict, replace
+
+    header = {"commit": "c", "config_hash": "h", "seeds": [0], "arms": {"picture": asdict(st.ARMS["picture"])}}
+    st.StudyFile(tmp_path, header).save()
+    more = {**header, "arms": {"picture": asdict(replace(st.ARMS["picture"], description="reworded")),
+                               "picture_norm": asdict(st.ARMS["picture_norm"])}}
+    store = st.StudyFile(tmp_path, more)
+    assert store.resumed and set(store.data["arms"]) == {"picture", "picture_norm"}
+    store.save()
+    changed = {**header, "arms": {"picture_norm": asdict(replace(st.ARMS["picture_norm"], iters_factor=2.0))}}
+    with pytest.raises(st.StudySetupError, match="arm 'picture_norm' was run with another definition"):
+        st.StudyFile(tmp_path, changed)
