@@ -62,7 +62,8 @@ def test_quick_demo_pretrains_with_a_real_mask_ratio_and_logs_the_table(demo_run
     for stage in ("pre-train", "fine-tune + eval scratch", "fine-tune + eval pretrained", "total"):
         assert results["seconds"][stage] >= 0.0
     table = results["table"]
-    assert table.startswith("pre-trained − scratch: ")
+    assert table.startswith("pre-trained (picture) − scratch: ")
+    assert f"predicting the mean target gives seal {pre['loss_seal_predict_mean_last']:.4f}" in table
     assert "scratch" in table and "pre-trained" in table and "AP Vehicle 3D" in table and "@IoU 0.3" in table
     assert table in log  # printed as written
     study = json.loads((out / "study.json").read_text())  # the study's own record of the same cell
@@ -77,12 +78,22 @@ def test_committed_spread_is_quoted_only_for_the_same_cell(tmp_path):
              "ap": {"Vehicle": {"bev": value, "3d": value}}}
             for arm, seed, value in (("scratch", 0, 10.0), ("scratch", 1, 12.0), ("picture", 0, 14.0),
                                      ("picture", 1, 14.0))]
+    from dataclasses import asdict, replace
+
+    from pcdet_seal.tools.study import ARMS
+
+    arms = {name: asdict(ARMS[name]) for name in ("scratch", "picture")}
     path = tmp_path / "study.json"
-    path.write_text(json.dumps({"config_hash": "abc", "runs": runs, "probes": []}))
-    assert demo.committed_delta("abc", 0.125, path) == {"mean": 3.0, "std": pytest.approx(2 ** 0.5), "n": 2}
-    assert demo.committed_delta("other", 0.125, path) is None
-    assert demo.committed_delta("abc", 1.0, path) is None
-    assert demo.committed_delta("abc", 0.125, tmp_path / "missing.json") is None
+    path.write_text(json.dumps({"config_hash": "abc", "runs": runs, "probes": [], "arms": arms}))
+    assert demo.committed_delta("abc", 0.125, path=path) == {"mean": 3.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+    assert demo.committed_delta("other", 0.125, path=path) is None
+    assert demo.committed_delta("abc", 1.0, path=path) is None
+    assert demo.committed_delta("abc", 0.125, "picture_norm", path=path) is None  # not in that study
+    assert demo.committed_delta("abc", 0.125, path=tmp_path / "missing.json") is None
+    # the hash leaves arms out: a study whose picture arm was defined otherwise is another cell
+    other = {**arms, "picture": asdict(replace(ARMS["picture"], overrides={"MODEL.MASKING.NAME": "RandomMask"}))}
+    path.write_text(json.dumps({"config_hash": "abc", "runs": runs, "probes": [], "arms": other}))
+    assert demo.committed_delta("abc", 0.125, path=path) is None
 
 
 def test_quick_demo_renders_the_pictures(demo_run):

@@ -10,6 +10,7 @@ not measured for this setting.
     python scripts/demo.py --gpu                 # CUDA: more scenes and epochs
     python scripts/demo.py --seal-ckpt seal.pth  # real Seal teacher (spconv) instead of the stand-in
     python scripts/demo.py --quick               # smoke test: few scenes, 2 iterations per stage
+    python scripts/demo.py --arm picture_norm    # another pre-training arm of the study (default: picture)
 
 Everything is written under ``--out``: the Seal feature cache, checkpoints, PNGs, ``demo_results.json``.
 The scenes are procedural test data (``pcdet_seal.synthetic``), not a benchmark.
@@ -62,22 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="study seed: model init, data order and masking of pre-training and both fine-tunings")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default torch's; 1 is much faster on a CPU shared with other jobs)")
+    parser.add_argument("--arm", default="picture", choices=pretraining_arms(),
+                        help="the study arm to pre-train (default: picture, the method as published)")
     parser.add_argument("--no-pictures", action="store_true")
     return parser
 
 
-def committed_delta(config_hash: str, budget: float, path: Path = COMMITTED_STUDY) -> Optional[dict]:
-    """The committed study's ``picture − scratch`` mAP BEV (mean, std, n) for the demo's cell, or
-    None when no committed study has the same config hash (other grid, configs or teacher)."""
+def pretraining_arms() -> list[str]:
+    """The study's arms that pre-train (every arm but ``scratch``)."""
+    from pcdet_seal.tools.study import ARMS
+
+    return sorted(name for name, arm in ARMS.items() if arm.overrides is not None)
+
+
+def committed_delta(config_hash: str, budget: float, arm: str = "picture",
+                    path: Path = COMMITTED_STUDY) -> Optional[dict]:
+    """The committed study's ``arm − scratch`` mAP BEV (mean, std, n) for the demo's cell, or None
+    when no committed study has the same config hash (other grid, configs or teacher) and the same
+    definition of ``arm`` and ``scratch`` (the hash leaves arms out: each study records its own)."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
     if data.get("config_hash") != config_hash:
         return None
-    from pcdet_seal.tools.study import summarize
+    from pcdet_seal.tools.study import ARMS, Arm, arm_definition, summarize
 
+    recorded = data.get("arms", {})
+    if any(name not in recorded or arm_definition(Arm(**recorded[name])) != arm_definition(ARMS[name])
+           for name in ("scratch", arm)):
+        return None
     summary = data.get("summary") or summarize(data)
-    row = next((r for r in summary["detection"] if r["arm"] == "picture" and r["budget"] == budget), None)
+    row = next((r for r in summary["detection"] if r["arm"] == arm and r["budget"] == budget), None)
     return row["delta_map_bev_vs_scratch"] if row else None
 
 
@@ -94,7 +110,7 @@ def table(results: dict) -> str:
         gain = "n/a (a class without val boxes)"
     else:
         gain = f"{pre['map_bev'] - scratch['map_bev']:+.2f}"
-    lines = [f"pre-trained − scratch: {gain} mAP BEV (% points, one seed; {reference})", "",
+    lines = [f"pre-trained ({results['arm']}) − scratch: {gain} mAP BEV (% points, one seed; {reference})", "",
              f"{'':<28}{'scratch':>10}{'pre-trained':>13}{'delta':>9}"]
     rows = [(f"AP {c} {k.upper() if k == '3d' else 'BEV'}", scratch[ap][c][k], pre[ap][c][k], ap)
             for ap in ("ap", "ap_loose") for c in scratch["ap"] for k in ("bev", "3d")]
@@ -116,34 +132,32 @@ def table(results: dict) -> str:
     lines.append("")
     lines.append(f"pre-training ({results['teacher']['teacher']} teacher): {p['iterations']} it on "
                  f"{results['grid']['pretrain_frames']} scenes, loss {p['loss_first']:.3f} -> {p['loss_last']:.3f} "
-                 f"(coord {p['loss_coord_last']:.3f}, seal {p['loss_seal_last']:.4f}; predicting zero gives seal "
-                 f"<= {SEAL_ZERO_LEVEL:.4f}), realised mask ratio {p['mask_ratio']:.3f}, {p['seconds']:.1f} s")
+                 f"(coord {p['loss_coord_last']:.3f}, seal {p['loss_seal_last']:.4f}; predicting the mean target gives "
+                 f"seal {p['loss_seal_predict_mean_last']:.4f}), realised mask ratio {p['mask_ratio']:.3f}, "
+                 f"{p['seconds']:.1f} s")
     lines.append(f"fine-tuning: {pre['finetune_iters']} it on {pre['labelled_frames']} labelled scenes each; eval on "
                  f"{results['grid']['val_frames']} val scenes; transferred {pre.get('transfer', {})}")
     lines.append("time per stage [s]: " + ", ".join(f"{k} {v:.1f}" for k, v in results["seconds"].items()))
     return "\n".join(lines)
 
 
-#: SmoothL1 (β = 1) per element of predicting 0 for a unit-norm 64-d target: 0.5 · |t|² / 64.
-#: Point-mean targets have norm ≤ 1, so this bounds the predict-zero level of ``loss_seal`` (weight 1).
-SEAL_ZERO_LEVEL = 0.5 / 64
-
-
-def pictures(study, arm_ckpt: Path, out: Path, teacher: str) -> dict[str, str]:
-    """The method's pictures of the first pre-training scene from the pre-trained SealMAE."""
+def pictures(study, pre: dict, out: Path, teacher: str) -> dict[str, str]:
+    """The method's pictures of the first pre-training scene from the pre-trained SealMAE of the
+    pre-training row ``pre`` (its arm, mask ratio and checkpoint)."""
     from pcdet.datasets import build_dataloader
     from pcdet.models import build_network, load_data_to_gpu
 
     from pcdet_seal.tools.cli import render
     from pcdet_seal.tools.study import ARMS, pretrain_config
 
-    cfg = pretrain_config(study.base_pre, study.grid, ARMS["picture"], study.cache_dir(), None)
+    cfg = pretrain_config(study.base_pre, study.grid, ARMS[pre["arm"]], study.cache_dir(),
+                          pre["overrides"].get("MODEL.MASKING.MASK_RATIO"))
     cfg.DATA_CONFIG.NUM_FRAMES.test = 1
     cfg.DATA_CONFIG.SEED.test = cfg.DATA_CONFIG.SEED.train  # a pre-training scene: it is in the cache
     ds, _, _ = build_dataloader(cfg.DATA_CONFIG, cfg.CLASS_NAMES, batch_size=1, dist=False, workers=0,
                                 logger=logger, training=False)
     model = build_network(model_cfg=cfg.MODEL, num_class=len(cfg.CLASS_NAMES), dataset=ds)
-    model.load_state_dict(torch.load(arm_ckpt, map_location="cpu", weights_only=True)["model_state"])
+    model.load_state_dict(torch.load(pre["checkpoint"], map_location="cpu", weights_only=True)["model_state"])
     model.to(study.device)
     batch = ds.collate_batch([ds[0]])
     load_data_to_gpu(batch)
@@ -183,30 +197,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         stale.unlink(missing_ok=True)
     wall = time.perf_counter()
     try:
-        study = Study(out, seeds=[args.seed], arms=["scratch", "picture"], grid=presets()[preset], budgets=[SMALL],
+        study = Study(out, seeds=[args.seed], arms=["scratch", args.arm], grid=presets()[preset], budgets=[SMALL],
                       probes=False, device=device, seal_ckpt=args.seal_ckpt, replace_stale_cache=args.overwrite)
         logger.info("demo (%s preset, %s): the label-scarce cell of the study grid (%s of the labelled pool), "
-                    "picture vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.seed, out)
+                    "%s vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.arm, args.seed, out)
         data = study.run(log=logger.info)
     except (SealCheckpointError, SealCacheError, StudySetupError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     budget = study.grid.budgets[SMALL]
     runs = {r["arm"]: r for r in data["runs"] if r["seed"] == args.seed and r["budget"] == budget}
-    pre = next(r for r in data["pretrain"] if r["arm"] == "picture" and r["seed"] == args.seed)
-    logger.info("pre-training: realised I2Mask mask ratio %.3f", pre["mask_ratio"])
+    pre = next(r for r in data["pretrain"] if r["arm"] == args.arm and r["seed"] == args.seed)
+    logger.info("pre-training: realised mask ratio %.3f", pre["mask_ratio"])
     seconds = {"pre-train": pre["seconds"], "fine-tune + eval scratch": runs["scratch"]["seconds"],
-               "fine-tune + eval pretrained": runs["picture"]["seconds"]}
+               "fine-tune + eval pretrained": runs[args.arm]["seconds"]}
     shown: dict[str, str] = {}
     if not args.no_pictures:
         start = time.perf_counter()
-        shown = pictures(study, Path(pre["checkpoint"]), out, data["teacher"]["teacher"])
+        shown = pictures(study, pre, out, data["teacher"]["teacher"])
         seconds["pictures"] = time.perf_counter() - start
     seconds["total"] = time.perf_counter() - wall
     results = {"preset": preset, "device": str(device), "grid": data["grid"], "config_hash": data["config_hash"],
-               "teacher": data["teacher"], "seed": args.seed, "machine": data["machine"],
-               "pretrain": pre, "finetune": {"scratch": runs["scratch"], "pretrained": runs["picture"]},
-               "committed_delta": committed_delta(data["config_hash"], budget),
+               "teacher": data["teacher"], "seed": args.seed, "machine": data["machine"], "arm": args.arm,
+               "pretrain": pre, "finetune": {"scratch": runs["scratch"], "pretrained": runs[args.arm]},
+               "committed_delta": committed_delta(data["config_hash"], budget, args.arm),
                "pictures": shown, "seconds": seconds}
     text = table(results)
     results["table"] = text
