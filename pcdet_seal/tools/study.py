@@ -83,7 +83,8 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
 )}
 DEFAULT_ARMS = ("scratch", "coord", "seal", "picture", "picture_random")
 #: fine-tuning order: the headline pair first (every budget, every seed), then the ablations
-DETECTION_PRIORITY = ("scratch", "picture", "picture_norm", "coord", "picture_random", "picture_short", "picture_long", "seal")
+DETECTION_PRIORITY = ("scratch", "picture", "picture_norm", "coord", "picture_random", "picture_short", "picture_long",
+                      "seal")
 SMALL, FULL = "small", "full"
 
 
@@ -105,8 +106,8 @@ class Grid:
     batch_size: int = 2
     #: budgets each arm is fine-tuned at (the study's priority; ``--all-detection`` fine-tunes every arm at every budget)
     detection: dict[str, tuple[str, ...]] = field(default_factory=lambda: {
-        "scratch": (SMALL, FULL), "picture": (SMALL, FULL), "picture_norm": (SMALL, FULL), "coord": (SMALL,), "picture_random": (SMALL,),
-        "picture_short": (SMALL,), "picture_long": (SMALL,), "seal": ()})
+        "scratch": (SMALL, FULL), "picture": (SMALL, FULL), "picture_norm": (SMALL, FULL), "coord": (SMALL,),
+        "picture_random": (SMALL,), "picture_short": (SMALL,), "picture_long": (SMALL,), "seal": ()})
     #: arms pre-trained once per study seed; every other arm is pre-trained once, with ``shared_pretrain_seed``,
     #: and that checkpoint serves all study seeds (the study's time budget; say so where spreads are shown)
     pretrain_per_seed: tuple[str, ...] = ("picture", "picture_norm")

@@ -200,7 +200,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         study = Study(out, seeds=[args.seed], arms=["scratch", args.arm], grid=presets()[preset], budgets=[SMALL],
                       probes=False, device=device, seal_ckpt=args.seal_ckpt, replace_stale_cache=args.overwrite)
         logger.info("demo (%s preset, %s): the label-scarce cell of the study grid (%s of the labelled pool), "
-                    "%s vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.arm, args.seed, out)
+                    "%s vs scratch, seed %d; output %s", preset, device, study.grid.budgets[SMALL], args.arm, args.seed,
+                    out)
         data = study.run(log=logger.info)
     except (SealCheckpointError, SealCacheError, StudySetupError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
