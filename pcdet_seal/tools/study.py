@@ -36,7 +36,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -238,9 +238,11 @@ def config_hash(grid: Grid, optimizer: str, base_pre: Any, base_fine: Any, teach
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def arm_definition(arm: Arm) -> dict[str, Any]:
+def arm_definition(arm: Union[Arm, Mapping[str, Any]]) -> dict[str, Any]:
     """What makes an arm's results: its overrides, iteration factor and mask-ratio rule (not its
-    description), in JSON form."""
+    description), in JSON form; of an :class:`Arm` or of an arm as ``study.json`` records it."""
+    if not isinstance(arm, Arm):
+        arm = Arm(**arm)
     return json.loads(json.dumps({"overrides": arm.overrides, "iters_factor": arm.iters_factor,
                                   "mask_ratio_of_picture": arm.mask_ratio_of_picture}, sort_keys=True))
 
@@ -289,9 +291,9 @@ class StudyFile:
                                       f"code): choose another --out")
             for name, arm in header["arms"].items():
                 recorded = data.get("arms", {}).get(name)
-                if recorded is not None and arm_definition(Arm(**recorded)) != arm_definition(Arm(**arm)):
+                if recorded is not None and arm_definition(recorded) != arm_definition(arm):
                     raise StudySetupError(f"{self.path}: arm {name!r} was run with another definition "
-                                          f"({arm_definition(Arm(**recorded))}, now {arm_definition(Arm(**arm))}): "
+                                          f"({arm_definition(recorded)}, now {arm_definition(arm)}): "
                                           f"choose another --out")
             data["seeds"] = sorted(set(data.get("seeds", [])) | set(header["seeds"]))
             data["arms"] = {**header["arms"], **data.get("arms", {})}

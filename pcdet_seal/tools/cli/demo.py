@@ -86,10 +86,10 @@ def committed_delta(config_hash: str, budget: float, arm: str = "picture",
     data = json.loads(path.read_text())
     if data.get("config_hash") != config_hash:
         return None
-    from pcdet_seal.tools.study import ARMS, Arm, arm_definition, summarize
+    from pcdet_seal.tools.study import ARMS, arm_definition, summarize
 
     recorded = data.get("arms", {})
-    if any(name not in recorded or arm_definition(Arm(**recorded[name])) != arm_definition(ARMS[name])
+    if any(name not in recorded or arm_definition(recorded[name]) != arm_definition(ARMS[name])
            for name in ("scratch", arm)):
         return None
     summary = data.get("summary") or summarize(data)
