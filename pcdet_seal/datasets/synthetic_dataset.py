@@ -10,11 +10,15 @@ Config keys (``DATA_CONFIG``), besides OpenPCDet's usual ``POINT_CLOUD_RANGE``,
     ``NUM_FRAMES``: ``{train: int, test: int}`` frames per split;
     ``SEED``: ``{train: int, test: int}`` scene seed per split (frames differ across seeds);
     ``SYNTHETIC``: generator settings, ``SyntheticConfig.from_dict`` keys (e.g. ``SENSOR.NUM_BEAMS``);
-    ``EVAL_IOU_THRESHOLDS`` (optional): ``{Vehicle: 0.7, Pedestrian: 0.5, Cyclist: 0.5}``.
+    ``EVAL_IOU_THRESHOLDS`` (optional): ``{Vehicle: 0.7, Pedestrian: 0.5, Cyclist: 0.5}``;
+    ``FRAME_CACHE_SIZE`` (optional, default :data:`FRAME_CACHE_SIZE`): generated frames kept in
+    memory (least recently used dropped first; 0 = none). A frame takes about 18 ms to generate
+    and 0.15 MB to keep at the tiny configs' 16 beams; training visits each frame once per epoch.
 """
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -27,6 +31,8 @@ from pcdet_seal.synthetic import SyntheticConfig, generate_frame
 logger = logging.getLogger(__name__)
 
 FRAME_PREFIX = "synthetic"
+#: Default ``DATA_CONFIG.FRAME_CACHE_SIZE``: frames kept in memory per dataset (and per loader worker).
+FRAME_CACHE_SIZE = 256
 
 
 def parse_frame_id(frame_id: str) -> tuple[int, int]:
@@ -61,6 +67,10 @@ class SyntheticLidarDataset(DatasetTemplate):
             raise ValueError(f"DATA_CONFIG: NUM_FRAMES.{self.mode} must be > 0 and SEED.{self.mode} >= 0, "
                              f"got {self.num_frames} and {self.seed}")
         self.synthetic_config = SyntheticConfig.from_dict(dataset_cfg.get("SYNTHETIC"))
+        self.frame_cache_size = int(dataset_cfg.get("FRAME_CACHE_SIZE", FRAME_CACHE_SIZE))
+        if self.frame_cache_size < 0:
+            raise ValueError(f"DATA_CONFIG.FRAME_CACHE_SIZE must be >= 0, got {self.frame_cache_size}")
+        self._frames: OrderedDict[int, dict[str, Any]] = OrderedDict()
         if self.logger is not None:
             self.logger.info(f"SyntheticLidarDataset: split {self.split!r}, {self.num_frames} frames, seed {self.seed}")
 
@@ -70,10 +80,24 @@ class SyntheticLidarDataset(DatasetTemplate):
         return self.num_frames
 
     def frame(self, index: int) -> dict[str, Any]:
-        """The raw synthetic frame ``index`` of this split (see ``generate_frame``)."""
+        """The raw synthetic frame ``index`` of this split (see ``generate_frame``).
+
+        Kept in memory up to ``FRAME_CACHE_SIZE`` frames; every call returns fresh copies of the
+        arrays, so a caller that changes them in place (OpenPCDet's augmentations do) never
+        changes what the next call returns.
+        """
         if not 0 <= index < self.num_frames:
             raise IndexError(f"frame index {index} out of range for {self.num_frames} {self.mode} frames")
-        return generate_frame(self.seed, index, self.synthetic_config)
+        frame = self._frames.get(index)
+        if frame is None:
+            frame = generate_frame(self.seed, index, self.synthetic_config)
+            if self.frame_cache_size:
+                self._frames[index] = frame
+                while len(self._frames) > self.frame_cache_size:
+                    self._frames.popitem(last=False)
+        else:
+            self._frames.move_to_end(index)
+        return {key: value.copy() if isinstance(value, np.ndarray) else value for key, value in frame.items()}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self._merge_all_iters_to_one_epoch:

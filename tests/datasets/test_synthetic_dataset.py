@@ -95,6 +95,47 @@ def test_training_applies_the_configured_augmentation(dataset_cfg):
         assert np.isclose(raw_sizes * scale, size, rtol=1e-5).all(axis=1).any()
 
 
+def test_frame_cache_returns_the_generated_frame_and_survives_in_place_changes(dataset_cfg):
+    from pcdet_seal.synthetic import generate_frame
+
+    dataset = _dataset(dataset_cfg, training=True)
+    fresh = generate_frame(dataset.seed, 1, dataset.synthetic_config)
+    first = dataset.frame(1)
+    first["points"][:] = 0.0          # what an in-place augmentation could do
+    first["gt_boxes"][:, 6] += 1.0
+    second = dataset.frame(1)
+    assert 1 in dataset._frames
+    for key in ("points", "gt_boxes", "gt_names", "point_labels"):
+        assert np.array_equal(second[key], fresh[key]), key
+    # training items with and without the cache are identical, augmentation included
+    cfg = copy.deepcopy(dataset_cfg)
+    cfg.FRAME_CACHE_SIZE = 0
+    uncached = _dataset(cfg, training=True)
+    for index in (0, 1, 0):
+        np.random.seed(index)
+        a = dataset[index]
+        np.random.seed(index)
+        b = uncached[index]
+        assert np.array_equal(a["points"], b["points"]) and np.array_equal(a["gt_boxes"], b["gt_boxes"])
+    assert not uncached._frames
+
+
+def test_frame_cache_keeps_at_most_its_size(dataset_cfg):
+    cfg = copy.deepcopy(dataset_cfg)
+    cfg.FRAME_CACHE_SIZE = 2
+    cfg.NUM_FRAMES.test = 3
+    dataset = _dataset(cfg, training=False)
+    for index in (0, 1, 0, 1):
+        dataset.frame(index)
+    assert list(dataset._frames) == [0, 1]
+    dataset.frame(0)  # most recently used now: frame 1 goes first
+    dataset.frame(2)
+    assert list(dataset._frames) == [0, 2]
+    cfg.FRAME_CACHE_SIZE = -1
+    with pytest.raises(ValueError, match="FRAME_CACHE_SIZE"):
+        _dataset(cfg, training=False)
+
+
 def test_merge_all_iters_to_one_epoch(dataset_cfg):
     dataset = _dataset(dataset_cfg, training=True)
     dataset.merge_all_iters_to_one_epoch(merge=True, epochs=3)
