@@ -637,7 +637,8 @@ def markdown_table(data: dict) -> str:
     summary = data.get("summary") or summarize(data)
     grid = data["grid"]
     lines = [f"Study {data['config_hash']} at commit {data['commit']} (optimizer: {data['optimizer']}); "
-             f"mean ± standard deviation over seeds {data['seeds']}; Δ = paired difference arm − scratch per seed.",
+             f"mean ± standard deviation over the seeds each row ran (n; seeds in the file: {data['seeds']}); "
+             "Δ = paired difference arm − scratch per seed.",
              f"A seed controls: {data.get('seed_controls', 'see study.json')}.",
              "",
              f"Detection (BEV AP % at the config's IoU thresholds; {grid['val_frames']} val scenes; "
