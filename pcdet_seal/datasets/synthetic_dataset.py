@@ -112,9 +112,13 @@ class SyntheticLidarDataset(DatasetTemplate):
         return self.prepare_data(data_dict=input_dict)
 
     def ground_truth(self, frame_id: str) -> dict[str, np.ndarray]:
-        """``{'gt_names': (M,), 'gt_boxes': (M, 7)}`` of a frame of this dataset, regenerated from its id."""
+        """``{'gt_names': (M,), 'gt_boxes': (M, 7)}`` of a frame, from its id: a frame of this split through
+        :meth:`frame` (and its cache), any other seed or index regenerated."""
         seed, index = parse_frame_id(frame_id)
-        frame = generate_frame(seed, index, self.synthetic_config)
+        if seed == self.seed and 0 <= index < self.num_frames:
+            frame = self.frame(index)
+        else:
+            frame = generate_frame(seed, index, self.synthetic_config)
         return {"gt_names": frame["gt_names"], "gt_boxes": frame["gt_boxes"]}
 
     def generate_prediction_dicts(self, batch_dict: dict, pred_dicts: list, class_names: Sequence[str],

@@ -107,6 +107,13 @@ def test_frame_cache_returns_the_generated_frame_and_survives_in_place_changes(d
     assert 1 in dataset._frames
     for key in ("points", "gt_boxes", "gt_names", "point_labels"):
         assert np.array_equal(second[key], fresh[key]), key
+    truth = dataset.ground_truth(fresh["frame_id"])  # evaluation's lookup goes through the same cache
+    assert np.array_equal(truth["gt_boxes"], fresh["gt_boxes"]) and np.array_equal(truth["gt_names"], fresh["gt_names"])
+    other = dataset.ground_truth("synthetic_7_000001")  # another seed: regenerated, not cached
+    assert np.array_equal(other["gt_boxes"], generate_frame(7, 1, dataset.synthetic_config)["gt_boxes"])
+    assert list(dataset._frames) == [1]
+    dataset.ground_truth(f"synthetic_{dataset.seed}_000002")  # a frame of this split not visited yet: now kept
+    assert list(dataset._frames) == [1, 2]
     # training items with and without the cache are identical, augmentation included
     cfg = copy.deepcopy(dataset_cfg)
     cfg.FRAME_CACHE_SIZE = 0
