@@ -84,10 +84,9 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|")
     for name in configs:
         on, off = statistics.median(results[(name, True)]), statistics.median(results[(name, False)])
-        for cache, value in ((True, on), (False, off)):
-            runs = ", ".join(f"{v:.3f}" for v in results[(name, cache)])
-            print(f"| {name} | {'on' if cache else 'off'} | {value:.3f} | {runs} | "
-                  f"{off / on:.2f} |" if cache else f"| {name} | off | {value:.3f} | {runs} | |")
+        runs_on, runs_off = (", ".join(f"{v:.3f}" for v in results[(name, cache)]) for cache in (True, False))
+        print(f"| {name} | on | {on:.3f} | {runs_on} | {off / on:.2f} |")
+        print(f"| {name} | off | {off:.3f} | {runs_off} | |")
     return 0
 
 
