@@ -82,6 +82,14 @@ def _give_torch_scatter(module: ModuleType) -> None:
                 module.__name__)
 
 
+def _install_flat_unique() -> bool:
+    from .fast_unique import FLAT_UNIQUE_USERS, give_flat_unique
+
+    for name in FLAT_UNIQUE_USERS:
+        importhook.after_import(name, give_flat_unique)
+    return True
+
+
 def _install_torch_scatter() -> bool:
     from .scatter import TORCH_SCATTER_USERS
 
@@ -208,6 +216,12 @@ PATCHES: tuple[Patch, ...] = (
                "dynamic VFE modules under the name `torch_scatter`",
           why="`DynamicVoxelVFE` needs torch_scatter, a ~7 min source build on CPU",
           when="CPU mode, only in modules whose own `import torch_scatter` failed", install=_install_torch_scatter),
+    Patch("flat_unique_in_dynamic_vfe", CPU_MODE,
+          what="in `dynamic_voxel_vfe` / `dynamic_pillar_vfe` only, `torch.unique(keys, ..., dim=0)` of a 1-D CPU "
+               "tensor runs without `dim` (same sorted values, inverse and counts); every other call unchanged",
+          why="torch's CPU `unique_dim` compares rows one by one: 22 ms instead of 0.7 ms per batch of the tiny "
+              "configs, about 4 % of a CPU training step",
+          when="CPU mode, CPU tensors only", install=_install_flat_unique),
     Patch("torchvision_placeholder", CPU_MODE,
           what="while `data_processor` / `sem_deeplabv3` execute, `import torchvision` gives a placeholder that "
                "raises (with the original import error) when used",
