@@ -16,7 +16,8 @@ A study seed fixes, for its arm, the fine-tuning (initialisation of everything n
 data order), the probe (subsample, initialisation, mini-batches) and, for the arms of
 ``Grid.pretrain_per_seed``, the pre-training (initialisation, data order, masking). The other arms'
 spread covers fine-tuning and probe only. Scenes and the stand-in teacher's features do not
-depend on the seed.
+depend on the seed. On CPU a seed reproduces a unit bit for bit
+(:func:`pcdet_seal.tools.training.reproducible_kernels`); on CUDA it does not.
 
 Every arm is a set of config overrides (:data:`ARMS`), so users can rerun any arm with
 ``--set`` on the stock ``tools/train.py``. Results are appended to ``study.json`` unit by unit;

@@ -6,10 +6,11 @@ The same steps as the stock ``tools/train.py`` / ``tools/test.py`` (``build_data
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +31,31 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def reproducible_kernels(device: torch.device) -> Iterator[bool]:
+    """Inside the block, on CPU, torch runs its deterministic kernels; the previous setting returns after.
+
+    With more than one thread, torch's CPU ``index_put_(accumulate=True)`` adds floats with atomics in
+    whatever order the threads reach them. OpenPCDet's PFN layers (``x_max[unq_inv]`` in the dynamic
+    VFEs) take that path in backward, so the first step's VFE gradient differs in its last bits from
+    run to run and 480 steps later one seed's detector scores anything from 6.8 to 14.1 mAP
+    (bench/RESULTS.md, "A seed did not fix a run"). ``torch.use_deterministic_algorithms`` makes those
+    sums serial; ops without a deterministic kernel warn. On CUDA the block changes nothing: spconv's
+    and torch_scatter's CUDA kernels are not deterministic anyway, so CUDA runs are not bit-reproducible.
+
+    Yields whether deterministic kernels are on.
+    """
+    if device.type != "cpu":
+        yield False
+        return
+    previous = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield True
+    finally:
+        torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
 
 
 def load_encoder(model: torch.nn.Module, checkpoint: Path, device: torch.device, desc: str = "") -> dict[str, str]:
@@ -59,7 +85,8 @@ def train_model(cfg: Any, device: torch.device, seed: int, desc: str, batch_size
 
     ``seed`` fixes the initialisation of every parameter not loaded from ``pretrained``, the data
     order and any random masking: two calls that differ only in ``pretrained`` see the same batches
-    in the same order with the same recipe.
+    in the same order with the same recipe. On CPU two calls with the same arguments give the same
+    weights bit for bit (:func:`reproducible_kernels`); on CUDA they do not.
 
     Returns:
         ``(model, info)``; ``info`` holds ``iterations``, ``epochs``, ``frames``, ``history``
@@ -86,7 +113,8 @@ def train_model(cfg: Any, device: torch.device, seed: int, desc: str, batch_size
     model_func = model_fn_decorator()
     history: dict[str, list] = {"loss": []}
     step = 0
-    with tqdm(total=epochs * len(loader), desc=desc, unit="it", disable=not progress) as bar:
+    with reproducible_kernels(device), tqdm(total=epochs * len(loader), desc=desc, unit="it",
+                                           disable=not progress) as bar:
         for epoch in range(epochs):
             # as OpenPCDet's train_model: the warm-up scheduler (LR_WARMUP) drives the first WARMUP_EPOCH epochs
             current = warmup if warmup is not None and epoch < optim_cfg.WARMUP_EPOCH else scheduler
