@@ -7,11 +7,15 @@ import torch
 from pcdet_seal.tools import training
 
 
+def _determinism() -> tuple[bool, bool]:
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+
+
 def test_reproducible_kernels_is_scoped_and_cpu_only():
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    before = _determinism()
     with training.reproducible_kernels(torch.device("cpu")) as on:
         assert on and torch.are_deterministic_algorithms_enabled()
-    assert (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()) == before
+    assert _determinism() == before
     with pytest.raises(RuntimeError, match="inside"):
         with training.reproducible_kernels(torch.device("cpu")):
             raise RuntimeError("inside")
@@ -39,9 +43,9 @@ def test_same_seed_gives_bit_identical_weights_with_two_threads():
         runs = [training.train_model(cfg, torch.device("cpu"), 0, f"run {i}", 2, progress=False) for i in range(2)]
     finally:
         torch.set_num_threads(threads)
-    (first, info), (second, _) = runs
-    assert info["iterations"] == 8
-    assert runs[0][1]["history"]["loss"] == runs[1][1]["history"]["loss"]
+    (first, first_info), (second, second_info) = runs
+    assert first_info["iterations"] == 8
+    assert first_info["history"]["loss"] == second_info["history"]["loss"]
     a, b = first.state_dict(), second.state_dict()
     differing = [key for key in a if not torch.equal(a[key], b[key])]
     assert not differing, f"same seed, different weights: {differing[:5]}"
