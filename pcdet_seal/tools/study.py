@@ -659,6 +659,11 @@ def markdown_table(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def budget_label(fraction: float) -> str:
+    """Chart legend of a label budget: ``"all labels"`` or e.g. ``"12.5 % of the labels"``."""
+    return "all labels" if fraction >= 1 else f"{100 * fraction:g} % of the labels"
+
+
 def chart(data: dict, path: Path) -> Path:
     """PNG: detection mAP BEV per arm and budget, and probe mIoU per arm, with error bars (std)."""
     import matplotlib
@@ -679,7 +684,7 @@ def chart(data: dict, path: Path) -> Path:
                 xs.append(j + (i - (len(budgets) - 1) / 2) * width)
                 means.append(row["map_bev"]["mean"])
                 stds.append(row["map_bev"]["std"])
-        axes[0].bar(xs, means, width, yerr=stds, capsize=3, label=f"{budget:g} of the labels")
+        axes[0].bar(xs, means, width, yerr=stds, capsize=3, label=budget_label(budget))
     axes[0].set_xticks(range(len(arms)), arms, rotation=20)
     axes[0].set_ylabel("mAP BEV (%)")
     axes[0].set_title("Fine-tuned detection (mean ± std over seeds)")

@@ -210,3 +210,9 @@ def test_resumed_study_keeps_other_arms_and_refuses_a_redefined_arm(tmp_path):
     changed = {**header, "arms": {"picture_norm": asdict(replace(st.ARMS["picture_norm"], iters_factor=2.0))}}
     with pytest.raises(st.StudySetupError, match="arm 'picture_norm' was run with another definition"):
         st.StudyFile(tmp_path, changed)
+
+
+def test_budget_label_names_the_fraction_in_percent():
+    assert st.budget_label(1.0) == "all labels"
+    assert st.budget_label(0.125) == "12.5 % of the labels"
+    assert st.budget_label(0.5) == "50 % of the labels"
