@@ -598,13 +598,20 @@ def _stats(values: Iterable[Optional[float]]) -> Optional[dict[str, float]]:
             "n": len(values)}
 
 
+def _arm_rank(arm: str) -> tuple[int, str]:
+    """Sort key that lists arms in ``ARMS`` order (scratch first), unknown names last: one order
+    for every table and both chart panels."""
+    names = list(ARMS)
+    return (names.index(arm) if arm in names else len(names), arm)
+
+
 def summarize(data: dict) -> dict:
     """Per (arm, budget): mean ± std of mAP and per-class AP over seeds, and the paired difference
     arm − scratch per seed (mean ± std); per arm: probe mIoU mean ± std."""
     out: dict[str, Any] = {"detection": [], "probe": []}
     runs = data["runs"]
     scratch = {(r["seed"], r["budget"]): r for r in runs if r["arm"] == "scratch"}
-    keys = sorted({(r["arm"], r["budget"]) for r in runs}, key=lambda k: (k[1], k[0] != "scratch", k[0]))
+    keys = sorted({(r["arm"], r["budget"]) for r in runs}, key=lambda k: (k[1], _arm_rank(k[0])))
     for arm, budget in keys:
         rows = [r for r in runs if r["arm"] == arm and r["budget"] == budget]
         paired = [r["map_bev"] - scratch[(r["seed"], budget)]["map_bev"] for r in rows
@@ -617,7 +624,7 @@ def summarize(data: dict) -> dict:
             "ap_bev": {c: _stats(r["ap"][c]["bev"] for r in rows) for c in classes},
             "delta_map_bev_vs_scratch": _stats(paired) if arm != "scratch" else None,
             "delta_per_seed": paired if arm != "scratch" else None})
-    for arm in dict.fromkeys(p["arm"] for p in data["probes"]):
+    for arm in sorted({p["arm"] for p in data["probes"]}, key=_arm_rank):
         rows = [p for p in data["probes"] if p["arm"] == arm]
         out["probe"].append({"arm": arm, "probe_miou": _stats(p["probe_miou"] for p in rows),
                              "majority_miou": _stats(p["majority_miou"] for p in rows)})

@@ -216,3 +216,22 @@ def test_budget_label_names_the_fraction_in_percent():
     assert st.budget_label(1.0) == "all labels"
     assert st.budget_label(0.125) == "12.5 % of the labels"
     assert st.budget_label(0.5) == "50 % of the labels"
+
+
+def test_tables_and_both_chart_panels_list_arms_in_one_order():
+    def run(arm, budget):
+        return {"arm": arm, "seed": 0, "budget": budget, "map_bev": 1.0, "map_3d": 1.0,
+                "ap": {"Vehicle": {"bev": 1.0, "3d": 1.0}}}
+
+    def probe(arm):
+        return {"arm": arm, "seed": 0, "probe_miou": 1.0, "majority_miou": 0.5}
+
+    # run order differs from ARMS order on purpose: the summary must not follow it
+    data = {"runs": [run("picture_norm", 1.0), run("picture", 1.0), run("coord", 0.125), run("scratch", 1.0),
+                     run("picture_random", 1.0), run("scratch", 0.125)],
+            "probes": [probe("picture_norm"), probe("picture"), probe("coord"), probe("scratch")]}
+    summary = st.summarize(data)
+    assert [(r["budget"], r["arm"]) for r in summary["detection"]] == [
+        (0.125, "scratch"), (0.125, "coord"), (1.0, "scratch"), (1.0, "picture"), (1.0, "picture_random"),
+        (1.0, "picture_norm")]  # ARMS order, not alphabetical
+    assert [r["arm"] for r in summary["probe"]] == ["scratch", "coord", "picture", "picture_norm"]
