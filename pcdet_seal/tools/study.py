@@ -681,7 +681,7 @@ def chart(data: dict, path: Path) -> Path:
     summary = data.get("summary") or summarize(data)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     budgets = sorted({row["budget"] for row in summary["detection"]})
-    arms = list(dict.fromkeys(row["arm"] for row in summary["detection"]))
+    arms = sorted({row["arm"] for row in summary["detection"]}, key=_arm_rank)
     width = 0.8 / max(1, len(budgets))
     for i, budget in enumerate(budgets):
         xs, means, stds = [], [], []
