@@ -66,6 +66,11 @@ def test_quick_demo_pretrains_with_a_real_mask_ratio_and_logs_the_table(demo_run
     assert f"predicting the mean target gives seal {pre['loss_seal_predict_mean_last']:.4f}" in table
     assert "scratch" in table and "pre-trained" in table and "AP Vehicle 3D" in table and "@IoU 0.3" in table
     assert table in log  # printed as written
+    from pcdet_seal.tools.cli.demo import table as demo_table
+
+    spread = {"mean": 1.5, "std": 2.25, "n": 5, "seed": 0, "seed_delta": -0.5}
+    quoted = demo_table({**results, "committed_delta": spread})
+    assert "the committed study measured +1.50 ± 2.25 (std over 5 seeds) for this cell, -0.50 for seed 0" in quoted
     study = json.loads((out / "study.json").read_text())  # the study's own record of the same cell
     assert {r["arm"] for r in study["runs"]} == {"scratch", "picture"} and study["probes"] == []
     assert study["config_hash"] == results["config_hash"]
@@ -85,7 +90,11 @@ def test_committed_spread_is_quoted_only_for_the_same_cell(tmp_path):
     arms = {name: asdict(ARMS[name]) for name in ("scratch", "picture")}
     path = tmp_path / "study.json"
     path.write_text(json.dumps({"config_hash": "abc", "runs": runs, "probes": [], "arms": arms}))
-    assert demo.committed_delta("abc", 0.125, path=path) == {"mean": 3.0, "std": pytest.approx(2 ** 0.5), "n": 2}
+    assert demo.committed_delta("abc", 0.125, path=path) == {"mean": 3.0, "std": pytest.approx(2 ** 0.5), "n": 2,
+                                                             "seed": None, "seed_delta": None}
+    # the committed study's own gain for the demo's seed, to compare with the demo's
+    assert demo.committed_delta("abc", 0.125, path=path, seed=1)["seed_delta"] == 2.0
+    assert demo.committed_delta("abc", 0.125, path=path, seed=7)["seed_delta"] is None  # seed not in the study
     assert demo.committed_delta("other", 0.125, path=path) is None
     assert demo.committed_delta("abc", 1.0, path=path) is None
     assert demo.committed_delta("abc", 0.125, "picture_norm", path=path) is None  # not in that study

@@ -3,8 +3,9 @@
 (identical recipe, seeds and data) → evaluation of both → pictures → a side-by-side table headed
 by the measured gain. It runs the label-scarce cell of ``bench/study.py``'s grid (one seed) through
 the study's own code; next to its gain it prints the spread of the study committed in
-``bench/results/study.json`` when that study has the same config hash, else that the spread was
-not measured for this setting.
+``bench/results/deterministic/study.json`` when that study has the same config hash, and that
+study's own gain for the demo's seed (training is deterministic, so the same seed on the same
+kind of CPU should give the same gain), else that the spread was not measured for this setting.
 
     python scripts/demo.py                       # CPU (pcdet-seal's CPU mode); time: see README
     python scripts/demo.py --gpu                 # CUDA: more scenes and epochs
@@ -34,7 +35,7 @@ from pcdet_seal.tools.training import LOOSE_IOU
 ROOT = Path(__file__).resolve().parents[3]  # the source checkout (bench/results/)
 logger = logging.getLogger("demo")
 #: The committed study whose spread the demo prints next to its own gain (same cell, same config hash).
-COMMITTED_STUDY = ROOT / "bench" / "results" / "study.json"
+COMMITTED_STUDY = ROOT / "bench" / "results" / "deterministic" / "study.json"
 
 
 def presets() -> dict:
@@ -77,10 +78,11 @@ def pretraining_arms() -> list[str]:
 
 
 def committed_delta(config_hash: str, budget: float, arm: str = "picture",
-                    path: Path = COMMITTED_STUDY) -> Optional[dict]:
-    """The committed study's ``arm − scratch`` mAP BEV (mean, std, n) for the demo's cell, or None
-    when no committed study has the same config hash (other grid, configs or teacher) and the same
-    definition of ``arm`` and ``scratch`` (the hash leaves arms out: each study records its own)."""
+                    path: Path = COMMITTED_STUDY, seed: Optional[int] = None) -> Optional[dict]:
+    """The committed study's ``arm − scratch`` mAP BEV (mean, std, n) for the demo's cell, plus
+    ``seed_delta``, that study's own difference for ``seed`` (None when it did not run that seed),
+    or None when no committed study has the same config hash (other grid, configs or teacher) and
+    the same definition of ``arm`` and ``scratch`` (the hash leaves arms out: each study records its own)."""
     if not path.is_file():
         return None
     data = json.loads(path.read_text())
@@ -94,7 +96,12 @@ def committed_delta(config_hash: str, budget: float, arm: str = "picture",
         return None
     summary = data.get("summary") or summarize(data)
     row = next((r for r in summary["detection"] if r["arm"] == arm and r["budget"] == budget), None)
-    return row["delta_map_bev_vs_scratch"] if row else None
+    if not row or not row["delta_map_bev_vs_scratch"]:
+        return None
+    cell = {r["arm"]: r["map_bev"] for r in data["runs"]
+            if r["seed"] == seed and r["budget"] == budget and r["arm"] in ("scratch", arm)}
+    seed_delta = cell[arm] - cell["scratch"] if len(cell) == 2 and None not in cell.values() else None
+    return {**row["delta_map_bev_vs_scratch"], "seed": seed, "seed_delta": seed_delta}
 
 
 def table(results: dict) -> str:
@@ -104,6 +111,8 @@ def table(results: dict) -> str:
     if spread and spread["n"] >= 2:
         reference = (f"the committed study measured {spread['mean']:+.2f} ± {spread['std']:.2f} (std over "
                      f"{spread['n']} seeds) for this cell")
+        if spread.get("seed_delta") is not None:
+            reference += f", {spread['seed_delta']:+.2f} for seed {spread['seed']}"
     else:
         reference = "spread not measured for this setting"
     if scratch["map_bev"] is None or pre["map_bev"] is None:
@@ -221,7 +230,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = {"preset": preset, "device": str(device), "grid": data["grid"], "config_hash": data["config_hash"],
                "teacher": data["teacher"], "seed": args.seed, "machine": data["machine"], "arm": args.arm,
                "pretrain": pre, "finetune": {"scratch": runs["scratch"], "pretrained": runs[args.arm]},
-               "committed_delta": committed_delta(data["config_hash"], budget, args.arm),
+               "committed_delta": committed_delta(data["config_hash"], budget, args.arm, seed=args.seed),
                "pictures": shown, "seconds": seconds}
     text = table(results)
     results["table"] = text
