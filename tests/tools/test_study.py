@@ -218,7 +218,7 @@ def test_budget_label_names_the_fraction_in_percent():
     assert st.budget_label(0.5) == "50 % of the labels"
 
 
-def test_tables_and_both_chart_panels_list_arms_in_one_order():
+def test_summary_lists_arms_in_ARMS_order_for_detection_and_probe():
     def run(arm, budget):
         return {"arm": arm, "seed": 0, "budget": budget, "map_bev": 1.0, "map_3d": 1.0,
                 "ap": {"Vehicle": {"bev": 1.0, "3d": 1.0}}}
