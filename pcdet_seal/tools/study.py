@@ -607,22 +607,23 @@ def _arm_rank(arm: str) -> tuple[int, str]:
 
 def summarize(data: dict) -> dict:
     """Per (arm, budget): mean ± std of mAP and per-class AP over seeds, and the paired difference
-    arm − scratch per seed (mean ± std); per arm: probe mIoU mean ± std."""
+    arm − scratch (mean ± std, and per seed as ``[{"seed", "delta"}, ...]`` in seed order, only
+    for seeds where both runs have an mAP); per arm: probe mIoU mean ± std."""
     out: dict[str, Any] = {"detection": [], "probe": []}
     runs = data["runs"]
     scratch = {(r["seed"], r["budget"]): r for r in runs if r["arm"] == "scratch"}
     keys = sorted({(r["arm"], r["budget"]) for r in runs}, key=lambda k: (k[1], _arm_rank(k[0])))
     for arm, budget in keys:
-        rows = [r for r in runs if r["arm"] == arm and r["budget"] == budget]
-        paired = [r["map_bev"] - scratch[(r["seed"], budget)]["map_bev"] for r in rows
+        rows = sorted((r for r in runs if r["arm"] == arm and r["budget"] == budget), key=lambda r: r["seed"])
+        paired = [{"seed": r["seed"], "delta": r["map_bev"] - scratch[(r["seed"], budget)]["map_bev"]} for r in rows
                   if arm != "scratch" and (r["seed"], budget) in scratch
                   and r["map_bev"] is not None and scratch[(r["seed"], budget)]["map_bev"] is not None]
         classes = sorted(rows[0]["ap"])
         out["detection"].append({
-            "arm": arm, "budget": budget, "seeds": sorted(r["seed"] for r in rows),
+            "arm": arm, "budget": budget, "seeds": [r["seed"] for r in rows],
             "map_bev": _stats(r["map_bev"] for r in rows), "map_3d": _stats(r["map_3d"] for r in rows),
             "ap_bev": {c: _stats(r["ap"][c]["bev"] for r in rows) for c in classes},
-            "delta_map_bev_vs_scratch": _stats(paired) if arm != "scratch" else None,
+            "delta_map_bev_vs_scratch": _stats(p["delta"] for p in paired) if arm != "scratch" else None,
             "delta_per_seed": paired if arm != "scratch" else None})
     for arm in sorted({p["arm"] for p in data["probes"]}, key=_arm_rank):
         rows = [p for p in data["probes"] if p["arm"] == arm]
@@ -659,6 +660,17 @@ def markdown_table(data: dict) -> str:
         lines.append(f"| {row['budget']:g} | {row['arm']} | {n} | {_pm(row['map_bev'])} | "
                      f"{_pm(row['delta_map_bev_vs_scratch'], signed=True)} | {_pm(ap.get('Vehicle'))} | "
                      f"{_pm(ap.get('Pedestrian'))} | {_pm(ap.get('Cyclist'))} | {_pm(row['map_3d'])} |")
+    paired = [row for row in summary["detection"] if row["delta_per_seed"]]
+    if paired:
+        seeds = sorted({p["seed"] for row in paired for p in row["delta_per_seed"]})
+        lines += ["", "Paired difference arm − scratch per seed (mAP BEV % points; – where the pair did not run):", "",
+                  "| budget | arm | " + " | ".join(f"seed {s}" for s in seeds) + " | better than scratch |",
+                  "|---|---|" + "---|" * (len(seeds) + 1)]
+        for row in paired:
+            delta = {p["seed"]: p["delta"] for p in row["delta_per_seed"]}
+            cells = [f"{delta[s]:+.1f}" if s in delta else "–" for s in seeds]
+            wins = sum(d > 0 for d in delta.values())
+            lines.append(f"| {row['budget']:g} | {row['arm']} | " + " | ".join(cells) + f" | {wins}/{len(delta)} |")
     lines += ["", "Frozen-encoder linear probe (voxel superclass mIoU %, val scenes; chance = majority class):", "",
               "| arm | probe mIoU | majority-class mIoU |", "|---|---|---|"]
     for row in summary["probe"]:

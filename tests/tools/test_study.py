@@ -96,12 +96,34 @@ def test_summary_pairs_each_seed_with_its_scratch_run():
                        {"arm": "scratch", "seed": 1, "probe_miou": 34.0, "majority_miou": 5.0}]}
     summary = st.summarize(data)
     picture = next(r for r in summary["detection"] if r["arm"] == "picture")
-    assert picture["delta_per_seed"] == [3.0, 1.0]
+    assert picture["delta_per_seed"] == [{"seed": 0, "delta": 3.0}, {"seed": 1, "delta": 1.0}]
     assert picture["delta_map_bev_vs_scratch"]["mean"] == 2.0
     assert abs(picture["delta_map_bev_vs_scratch"]["std"] - math.sqrt(2.0)) < 1e-12
     assert summary["probe"][0]["probe_miou"]["mean"] == 32.0
     assert "+2.0 ± 1.4" in st.markdown_table({**data, "summary": summary, "grid": {"val_frames": 1, "pool_frames": 1},
                                               "config_hash": "x", "commit": "y", "optimizer": "all", "seeds": [0, 1]})
+
+
+def test_per_seed_differences_name_their_seed_whatever_the_run_order():
+    """A resumed study appends rows in run order (seed 3 before seed 0, say) and a seed may lack its
+    scratch run: every per-seed difference must still sit next to its own seed, in the summary and
+    in study.md's per-seed table."""
+    def run(arm, seed, value):
+        return {"arm": arm, "seed": seed, "budget": 1.0, "map_bev": value, "map_3d": value,
+                "ap": {"Vehicle": {"bev": value, "3d": value}}}
+
+    data = {"runs": [run("picture", 3, 30.0), run("scratch", 0, 10.0), run("picture", 1, 5.0), run("picture", 0, 12.0),
+                     run("scratch", 3, 20.0)],  # no scratch run for seed 1
+            "probes": []}
+    summary = st.summarize(data)
+    picture = next(r for r in summary["detection"] if r["arm"] == "picture")
+    assert picture["seeds"] == [0, 1, 3]
+    assert picture["delta_per_seed"] == [{"seed": 0, "delta": 2.0}, {"seed": 3, "delta": 10.0}]
+    assert picture["delta_map_bev_vs_scratch"]["mean"] == 6.0
+    table = st.markdown_table({**data, "summary": summary, "grid": {"val_frames": 1, "pool_frames": 1},
+                               "config_hash": "x", "commit": "y", "optimizer": "all", "seeds": [0, 1, 3]})
+    assert "| budget | arm | seed 0 | seed 3 | better than scratch |" in table
+    assert "| 1 | picture | +2.0 | +10.0 | 2/2 |" in table
 
 
 @needs_pcdet
