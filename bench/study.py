@@ -4,6 +4,7 @@
     python bench/study.py --out study_out                    # default grid, 3 seeds (time: bench/RESULTS.md)
     python bench/study.py --out study_out --arms picture_short picture_long   # Table D.1 arms
     python bench/study.py --out study_out --optimizer stock  # OpenPCDet's adam_onecycle for every arm
+    python bench/study.py --out study_1200 --arms scratch picture --budgets full --finetune-iters 1200
     python bench/study.py --out /tmp/q --quick               # a reduced grid in minutes (smoke test)
 
 Arms (``pcdet_seal.tools.study.ARMS``, each a set of config overrides): scratch, coord (coordinates
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="all: adamw_onecycle over every parameter (the plugin's configs); stock: OpenPCDet's "
                              "adam_onecycle, which leaves attention in-projections untrained")
     parser.add_argument("--quick", action="store_true", help="reduced grid, a few iterations per unit (minutes)")
+    parser.add_argument("--finetune-iters", type=int, default=None, metavar="N",
+                        help="fine-tuning iterations at every budget, for every arm (default: the grid's 480; a "
+                             "whole number of epochs at each budget, e.g. 1200). Another study: another config hash")
     parser.add_argument("--budgets", nargs="+", choices=("small", "full"), default=None,
                         help="fine-tune only at these label budgets (default: the grid's)")
     detection = parser.add_mutually_exclusive_group()
@@ -59,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from pcdet_seal.tools.startup import prepare_device
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.finetune_iters is not None and (args.quick or args.finetune_iters < 1):
+        parser.error("--finetune-iters takes a positive number and applies to the default grid, not --quick")
     if args.report:
         return report(args.out)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -72,7 +79,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from pcdet_seal.tools.study import QUICK_GRID, Grid, Study, StudySetupError, chart, markdown_table, write_atomic
 
     try:
-        study = Study(args.out, seeds=args.seeds, arms=args.arms, grid=QUICK_GRID if args.quick else Grid(),
+        grid = QUICK_GRID if args.quick else Grid()
+        if args.finetune_iters is not None:
+            grid = grid.with_finetune_iters(args.finetune_iters)
+        study = Study(args.out, seeds=args.seeds, arms=args.arms, grid=grid,
                       optimizer=args.optimizer, all_detection=args.all_detection, device=device,
                       budgets=[] if args.no_detection else args.budgets, progress=not args.no_progress)
         data = study.run()

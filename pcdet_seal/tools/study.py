@@ -35,7 +35,7 @@ import platform
 import shutil
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
@@ -125,6 +125,11 @@ class Grid:
             raise StudySetupError(f"study grid: {self.finetune_iters[budget]} fine-tuning iterations at budget {budget!r} "
                              f"are not a whole number of {per_epoch}-iteration epochs")
         return self.finetune_iters[budget] // per_epoch
+
+    def with_finetune_iters(self, iters: int) -> "Grid":
+        """This grid with ``iters`` fine-tuning iterations at every budget (for every arm: a recipe
+        change, hence another config hash); checked like any grid when a :class:`Study` is built."""
+        return replace(self, finetune_iters={budget: int(iters) for budget in self.budgets})
 
     def pretrain_seed(self, arm: str, seed: int) -> int:
         """The pre-training seed whose checkpoint ``arm`` uses at study seed ``seed``."""

@@ -234,6 +234,29 @@ def test_resumed_study_keeps_other_arms_and_refuses_a_redefined_arm(tmp_path):
         st.StudyFile(tmp_path, changed)
 
 
+@needs_pcdet
+def test_finetune_iters_switch_changes_every_budget_and_the_hash(bases, tmp_path, capsys):
+    """``--finetune-iters`` is a recipe change for every arm at every budget: another grid, another
+    config hash (a study folder of the default recipe is never resumed with it); counts that are not
+    whole epochs at some budget are refused before anything runs."""
+    import importlib.util
+
+    grid = st.Grid().with_finetune_iters(1200)
+    assert grid.finetune_iters == {"small": 1200, "full": 1200}
+    assert (grid.finetune_epochs("small"), grid.finetune_epochs("full")) == (200, 25)
+    assert st.config_hash(grid, "all", *bases) != st.config_hash(st.Grid(), "all", *bases)
+    spec = importlib.util.spec_from_file_location("bench_study", ROOT / "bench" / "study.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--out", str(tmp_path / "s"), "--finetune-iters", "1000", "--arms", "scratch",
+                       "--no-progress"]) == 2
+    assert "1000 fine-tuning iterations at budget 'small' are not a whole number of 6-iteration epochs" \
+        in capsys.readouterr().err
+    assert not (tmp_path / "s" / "study.json").exists()
+    with pytest.raises(SystemExit):
+        bench.main(["--out", str(tmp_path / "q"), "--quick", "--finetune-iters", "10"])
+
+
 def test_budget_label_names_the_fraction_in_percent():
     assert st.budget_label(1.0) == "all labels"
     assert st.budget_label(0.125) == "12.5 % of the labels"
