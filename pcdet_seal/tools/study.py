@@ -256,9 +256,21 @@ def arm_definition(arm: Union[Arm, Mapping[str, Any]]) -> dict[str, Any]:
 # --- the result file ----------------------------------------------------------------------------
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): a seed
+    reproduces a CPU run bit for bit on the same machine and installation only (docs/architecture.md §4.5)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def machine_info() -> dict[str, Any]:
-    """Where the study ran: platform, CPUs, torch threads, load average, CUDA device if any."""
-    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    """Where the study ran: platform, CPU model and count, torch threads, load average, CUDA device if any."""
+    return {"platform": platform.platform(), "cpu": cpu_model(), "cpus": os.cpu_count(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(),
             "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,13 @@ def test_summary_lists_arms_in_ARMS_order_for_detection_and_probe():
         (0.125, "scratch"), (0.125, "coord"), (1.0, "scratch"), (1.0, "picture"), (1.0, "picture_random"),
         (1.0, "picture_norm")]  # ARMS order, not alphabetical
     assert [r["arm"] for r in summary["probe"]] == ["scratch", "coord", "picture", "picture_norm"]
+
+
+def test_machine_info_records_the_cpu_model():
+    """Bits agree across runs of a seed only on the same machine (docs/architecture.md §4.5): the
+    study's header names the CPU, as the kernel's /proc/cpuinfo names it where it does."""
+    info = st.machine_info()
+    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+             if line.lower().startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
+    assert info["cpu"] == (names[0] if names else (platform.processor() or "unknown"))
+    assert info["cpu"]
