@@ -16,8 +16,9 @@ A study seed fixes, for its arm, the fine-tuning (initialisation of everything n
 data order), the probe (subsample, initialisation, mini-batches) and, for the arms of
 ``Grid.pretrain_per_seed``, the pre-training (initialisation, data order, masking). The other arms'
 spread covers fine-tuning and probe only. Scenes and the stand-in teacher's features do not
-depend on the seed. On CPU a seed reproduces a unit bit for bit
-(:func:`pcdet_seal.tools.training.reproducible_kernels`); on CUDA it does not.
+depend on the seed. On CPU a seed reproduces a unit bit for bit on the same machine and
+installation (:func:`pcdet_seal.tools.training.reproducible_kernels`; docs/architecture.md §4.5);
+on CUDA it does not.
 
 Every arm is a set of config overrides (:data:`ARMS`), so users can rerun any arm with
 ``--set`` on the stock ``tools/train.py``. Results are appended to ``study.json`` unit by unit;
@@ -128,7 +129,9 @@ class Grid:
 
     def with_finetune_iters(self, iters: int) -> "Grid":
         """This grid with ``iters`` fine-tuning iterations at every budget (for every arm: a recipe
-        change, hence another config hash); checked like any grid when a :class:`Study` is built."""
+        change, hence another config hash); whole epochs are checked when a :class:`Study` is built."""
+        if int(iters) != iters or iters < 1:
+            raise StudySetupError(f"study grid: fine-tuning iterations must be a positive whole number, not {iters!r}")
         return replace(self, finetune_iters={budget: int(iters) for budget in self.budgets})
 
     def pretrain_seed(self, arm: str, seed: int) -> int:
@@ -256,11 +259,12 @@ def arm_definition(arm: Union[Arm, Mapping[str, Any]]) -> dict[str, Any]:
 # --- the result file ----------------------------------------------------------------------------
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``): a seed
-    reproduces a CPU run bit for bit on the same machine and installation only (docs/architecture.md §4.5)."""
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``, else
+    ``"unknown"``): a seed reproduces a CPU run bit for bit on the same machine and installation
+    only (docs/architecture.md §4.5)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
+        for line in Path(cpuinfo).read_text().splitlines():
             if line.lower().startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
@@ -297,6 +301,7 @@ class StudyFile:
     def __init__(self, out: Path, header: dict[str, Any]) -> None:
         self.path = Path(out) / "study.json"
         self.commit = header["commit"]
+        self.cpu = (header.get("machine") or {}).get("cpu")  # per row: a resumed study may change machines
         if self.path.exists():
             try:
                 data = json.loads(self.path.read_text())
@@ -328,9 +333,10 @@ class StudyFile:
         return None
 
     def put(self, section: str, row: dict, key: Sequence[str]) -> None:
-        """Store ``row``, replacing the row of ``section`` with the same ``key`` fields, and save."""
+        """Store ``row`` with this run's commit and CPU model, replacing the row of ``section`` with
+        the same ``key`` fields, and save."""
         self.data[section] = [r for r in self.data[section] if any(r.get(k) != row[k] for k in key)]
-        self.data[section].append({**row, "commit": self.commit})
+        self.data[section].append({**row, "commit": self.commit, **({"cpu": self.cpu} if self.cpu else {})})
         self.save()
 
     def drop(self, section: str, **key: Any) -> None:
@@ -680,13 +686,14 @@ def markdown_table(data: dict) -> str:
     paired = [row for row in summary["detection"] if row["delta_per_seed"]]
     if paired:
         seeds = sorted({p["seed"] for row in paired for p in row["delta_per_seed"]})
-        lines += ["", "Paired difference arm − scratch per seed (mAP BEV % points; – where the pair did not run):", "",
+        lines += ["", "Paired difference arm − scratch per seed (mAP BEV % points; – where the seed has no pair of "
+                  "mAPs; counted better as shown, to 0.1):", "",
                   "| budget | arm | " + " | ".join(f"seed {s}" for s in seeds) + " | better than scratch |",
                   "|---|---|" + "---|" * (len(seeds) + 1)]
         for row in paired:
             delta = {p["seed"]: p["delta"] for p in row["delta_per_seed"]}
             cells = [f"{delta[s]:+.1f}" if s in delta else "–" for s in seeds]
-            wins = sum(d > 0 for d in delta.values())
+            wins = sum(round(d, 1) > 0 for d in delta.values())
             lines.append(f"| {row['budget']:g} | {row['arm']} | " + " | ".join(cells) + f" | {wins}/{len(delta)} |")
     lines += ["", "Frozen-encoder linear probe (voxel superclass mIoU %, val scenes; chance = majority class):", "",
               "| arm | probe mIoU | majority-class mIoU |", "|---|---|---|"]

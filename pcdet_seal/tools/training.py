@@ -86,7 +86,8 @@ def train_model(cfg: Any, device: torch.device, seed: int, desc: str, batch_size
     ``seed`` fixes the initialisation of every parameter not loaded from ``pretrained``, the data
     order and any random masking: two calls that differ only in ``pretrained`` see the same batches
     in the same order with the same recipe. On CPU two calls with the same arguments give the same
-    weights bit for bit (:func:`reproducible_kernels`); on CUDA they do not.
+    weights bit for bit on the same machine and installation (:func:`reproducible_kernels`;
+    docs/architecture.md §4.5); on CUDA they do not.
 
     Returns:
         ``(model, info)``; ``info`` holds ``iterations``, ``epochs``, ``frames``, ``history``

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -114,7 +113,7 @@ def test_per_seed_differences_name_their_seed_whatever_the_run_order():
                 "ap": {"Vehicle": {"bev": value, "3d": value}}}
 
     data = {"runs": [run("picture", 3, 30.0), run("scratch", 0, 10.0), run("picture", 1, 5.0), run("picture", 0, 12.0),
-                     run("scratch", 3, 20.0)],  # no scratch run for seed 1
+                     run("scratch", 3, 20.0), run("coord", 0, 10.03)],  # no scratch run for seed 1
             "probes": []}
     summary = st.summarize(data)
     picture = next(r for r in summary["detection"] if r["arm"] == "picture")
@@ -125,6 +124,7 @@ def test_per_seed_differences_name_their_seed_whatever_the_run_order():
                                "config_hash": "x", "commit": "y", "optimizer": "all", "seeds": [0, 1, 3]})
     assert "| budget | arm | seed 0 | seed 3 | better than scratch |" in table
     assert "| 1 | picture | +2.0 | +10.0 | 2/2 |" in table
+    assert "| 1 | coord | +0.0 | – | 0/1 |" in table  # counted as shown: +0.03 is no win
 
 
 @needs_pcdet
@@ -254,8 +254,13 @@ def test_finetune_iters_switch_changes_every_budget_and_the_hash(bases, tmp_path
     assert "1000 fine-tuning iterations at budget 'small' are not a whole number of 6-iteration epochs" \
         in capsys.readouterr().err
     assert not (tmp_path / "s" / "study.json").exists()
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as refused:
         bench.main(["--out", str(tmp_path / "q"), "--quick", "--finetune-iters", "10"])
+    assert refused.value.code == 2 and "not --quick" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()
+    for bad in (0, -48, 1.5):
+        with pytest.raises(st.StudySetupError, match="positive whole number"):
+            st.Grid().with_finetune_iters(bad)
 
 
 def test_budget_label_names_the_fraction_in_percent():
@@ -283,11 +288,26 @@ def test_summary_lists_arms_in_ARMS_order_for_detection_and_probe():
     assert [r["arm"] for r in summary["probe"]] == ["scratch", "coord", "picture", "picture_norm"]
 
 
-def test_machine_info_records_the_cpu_model():
+def test_cpu_model_reads_cpuinfo_and_falls_back(tmp_path, monkeypatch):
     """Bits agree across runs of a seed only on the same machine (docs/architecture.md §4.5): the
-    study's header names the CPU, as the kernel's /proc/cpuinfo names it where it does."""
-    info = st.machine_info()
-    names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-             if line.lower().startswith("model name")] if Path("/proc/cpuinfo").is_file() else []
-    assert info["cpu"] == (names[0] if names else (platform.processor() or "unknown"))
-    assert info["cpu"]
+    study names the CPU in its header and in every row."""
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000 @ 2.0GHz\n\nprocessor\t: 1\n"
+                    "model name\t: Test CPU 9000 @ 2.0GHz\n")
+    assert st.cpu_model(info) == "Test CPU 9000 @ 2.0GHz"
+    monkeypatch.setattr(st.platform, "processor", lambda: "armv8")
+    assert st.cpu_model(tmp_path / "missing") == "armv8"
+    (tmp_path / "arm").write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # no model name line
+    assert st.cpu_model(tmp_path / "arm") == "armv8"
+    monkeypatch.setattr(st.platform, "processor", lambda: "")
+    assert st.cpu_model(tmp_path / "missing") == "unknown"
+    assert "cpu" in st.machine_info()
+
+
+def test_rows_record_the_cpu_of_the_run_that_wrote_them(tmp_path):
+    header = {"commit": "c", "config_hash": "h", "seeds": [0], "arms": {}, "machine": {"cpu": "first CPU"}}
+    st.StudyFile(tmp_path, header).put("probes", {"arm": "scratch", "seed": 0}, key=("arm", "seed"))
+    resumed = st.StudyFile(tmp_path, {**header, "machine": {"cpu": "second CPU"}})
+    resumed.put("probes", {"arm": "scratch", "seed": 1}, key=("arm", "seed"))
+    rows = json.loads((tmp_path / "study.json").read_text())["probes"]
+    assert [(r["seed"], r["cpu"]) for r in rows] == [(0, "first CPU"), (1, "second CPU")]

@@ -1,4 +1,4 @@
-"""pcdet_seal.tools.training: on CPU a seed fixes a training run bit for bit."""
+"""pcdet_seal.tools.training: on CPU a seed fixes a training run bit for bit (on one machine)."""
 from __future__ import annotations
 
 import pytest
